@@ -1,0 +1,343 @@
+//! The compiled table: what the proxy executes per request.
+//!
+//! Compiling turns a validated [`Table`] into host-indexed candidate lists of
+//! precompiled matchers (in Gateway API precedence order), backend indices,
+//! and splits with cumulative weights and cohort seeds. Nothing here
+//! allocates per request except percent-decoding of query values that need it.
+
+mod hosts;
+mod matcher;
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use http::{HeaderMap, Method, Uri};
+
+use crate::pick::{AssignCookie, Cohort, Split, Target};
+use crate::problem::InvalidTable;
+use crate::spec::{BackendSpec, DrainSpec, Protocol, RuleSpec};
+use crate::table::{Table, Version};
+use crate::validate::checks::parse_key_source;
+use hosts::{HostGroups, HostIndex};
+use matcher::{Matcher, Specificity};
+
+/// Index of a backend in [`CompiledTable::backends`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendId(pub u32);
+
+/// What the proxy runs: an immutable snapshot of one table version.
+#[derive(Debug)]
+pub struct CompiledTable {
+    table: Table,
+    backends: Box<[CompiledBackend]>,
+    routes: Box<[CompiledRoute]>,
+    rules: Box<[CompiledRule]>,
+    entries: Box<[Entry]>,
+    hosts: HostIndex,
+}
+
+/// A backend as the proxy needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledBackend {
+    /// Name in the table.
+    pub name: String,
+    /// Endpoints as `host:port`.
+    pub endpoints: Vec<String>,
+    /// Upstream protocol.
+    pub protocol: Protocol,
+    /// Drain instruction, if the backend is being drained.
+    pub drain: Option<DrainSpec>,
+}
+
+/// A route (for names in metrics and logs).
+#[derive(Debug)]
+pub struct CompiledRoute {
+    /// Route name.
+    pub name: String,
+}
+
+/// A rule: its action and timeouts.
+#[derive(Debug)]
+pub struct CompiledRule {
+    /// Index of the route in [`CompiledTable::routes`].
+    pub route: usize,
+    /// Index of the rule within its route.
+    pub index: usize,
+    /// What to do with a matching request.
+    pub action: Action,
+    /// Whole-request timeout (`None`: no limit).
+    pub request_timeout: Option<Duration>,
+    /// Per-attempt backend timeout (`None`: no limit).
+    pub backend_request_timeout: Option<Duration>,
+}
+
+/// What a rule does with a request.
+#[derive(Debug)]
+pub enum Action {
+    /// Always this backend.
+    Backend(BackendId),
+    /// A weighted (optionally sticky) split.
+    Split(Split),
+    /// A response made by the proxy.
+    DirectResponse {
+        /// Status code.
+        status: u16,
+        /// Body text.
+        body: String,
+    },
+}
+
+/// The parts of a request that routing looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    /// `Host` header or `:authority` (a port is ignored).
+    pub host: &'a str,
+    /// Method.
+    pub method: &'a Method,
+    /// Path, without the query.
+    pub path: &'a str,
+    /// Raw query string, without `?`.
+    pub query: Option<&'a str>,
+    /// Request headers.
+    pub headers: &'a HeaderMap,
+}
+
+/// The rule a request matched, with its route.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteMatch<'a> {
+    /// The route.
+    pub route: &'a CompiledRoute,
+    /// The rule within it.
+    pub rule: &'a CompiledRule,
+}
+
+#[derive(Debug)]
+struct Entry {
+    rule: u32,
+    matcher: Matcher,
+}
+
+// === impl CompiledTable ===
+
+impl CompiledTable {
+    /// Compiles a validated table.
+    pub fn compile(table: Table) -> Result<Self, InvalidTable> {
+        let spec = table.spec();
+        let backend_ids: BTreeMap<&str, BackendId> = spec
+            .backends
+            .keys()
+            .enumerate()
+            .map(|(i, name)| (name.as_str(), BackendId(i as u32)))
+            .collect();
+        let backends: Box<[CompiledBackend]> = spec
+            .backends
+            .iter()
+            .map(|(name, b)| compile_backend(name, b))
+            .collect();
+
+        let mut routes = Vec::new();
+        let mut rules = Vec::new();
+        // (specificity, entry index) per route, to sort into host groups.
+        let mut keyed: Vec<(Specificity, u32, usize)> = Vec::new();
+        let mut entries = Vec::new();
+        for (route_index, route) in spec.routes.iter().enumerate() {
+            routes.push(CompiledRoute {
+                name: route.name.clone(),
+            });
+            for (rule_index, rule) in route.rules.iter().enumerate() {
+                let path = format!("routes[{route_index}].rules[{rule_index}]");
+                let action = compile_action(&path, rule, &backend_ids, &backends)?;
+                let timeouts = rule.timeouts.clone().unwrap_or_default();
+                let rule_id = rules.len() as u32;
+                rules.push(CompiledRule {
+                    route: route_index,
+                    index: rule_index,
+                    action,
+                    request_timeout: nonzero(timeouts.request.map(|d| d.get())),
+                    backend_request_timeout: nonzero(timeouts.backend_request.map(|d| d.get())),
+                });
+                for (match_index, m) in rule.matches.iter().enumerate() {
+                    let (matcher, specificity) = Matcher::compile(m).map_err(|reason| {
+                        InvalidTable::one(format!("{path}.matches[{match_index}]"), reason)
+                    })?;
+                    keyed.push((specificity, entries.len() as u32, route_index));
+                    entries.push(Entry {
+                        rule: rule_id,
+                        matcher,
+                    });
+                }
+            }
+        }
+
+        // Most specific first; ties keep table order (older route, earlier
+        // rule, earlier match), which a stable sort preserves.
+        keyed.sort_by(|a, b| b.0.cmp(&a.0));
+        let mut groups = HostGroups::default();
+        for (_, entry, route_index) in &keyed {
+            let hostnames = &spec.routes[*route_index].hostnames;
+            if hostnames.is_empty() {
+                groups.any.push(*entry);
+            }
+            for hostname in hostnames {
+                let list = match hostname.strip_prefix("*.") {
+                    Some(suffix) => groups.wildcard.entry(suffix.to_owned()).or_default(),
+                    None => groups.exact.entry(hostname.clone()).or_default(),
+                };
+                list.push(*entry);
+            }
+        }
+
+        Ok(Self {
+            table,
+            backends,
+            routes: routes.into_boxed_slice(),
+            rules: rules.into_boxed_slice(),
+            entries: entries.into_boxed_slice(),
+            hosts: HostIndex::build(groups),
+        })
+    }
+
+    /// The most specific rule matching the request, if any.
+    pub fn route(&self, head: &RequestHead<'_>) -> Option<RouteMatch<'_>> {
+        let rule = self
+            .hosts
+            .candidates(head.host)
+            .iter()
+            .map(|index| &self.entries[*index as usize])
+            .find(|entry| entry.matcher.matches(head))
+            .map(|entry| &self.rules[entry.rule as usize])?;
+        Some(RouteMatch {
+            route: &self.routes[rule.route],
+            rule,
+        })
+    }
+
+    /// The table this was compiled from.
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// The table's version.
+    pub fn version(&self) -> &Version {
+        self.table.version()
+    }
+
+    /// Backends, indexed by [`BackendId`].
+    pub fn backends(&self) -> &[CompiledBackend] {
+        &self.backends
+    }
+
+    /// One backend.
+    pub fn backend(&self, id: BackendId) -> &CompiledBackend {
+        &self.backends[id.0 as usize]
+    }
+
+    /// Routes, in table order.
+    pub fn routes(&self) -> &[CompiledRoute] {
+        &self.routes
+    }
+
+    /// Rules, in table order.
+    pub fn rules(&self) -> &[CompiledRule] {
+        &self.rules
+    }
+}
+
+fn nonzero(duration: Option<Duration>) -> Option<Duration> {
+    // Gateway API: a zero timeout disables the timeout.
+    duration.filter(|d| !d.is_zero())
+}
+
+fn compile_backend(name: &str, spec: &BackendSpec) -> CompiledBackend {
+    CompiledBackend {
+        name: name.to_owned(),
+        endpoints: spec.endpoints.clone(),
+        protocol: spec.protocol,
+        drain: spec.drain.clone(),
+    }
+}
+
+fn compile_action(
+    path: &str,
+    rule: &RuleSpec,
+    ids: &BTreeMap<&str, BackendId>,
+    backends: &[CompiledBackend],
+) -> Result<Action, InvalidTable> {
+    let unknown = |name: &str| InvalidTable::one(path, format!("unknown backend {name:?}"));
+    if let Some(name) = &rule.backend {
+        return ids
+            .get(name.as_str())
+            .map(|id| Action::Backend(*id))
+            .ok_or_else(|| unknown(name));
+    }
+    if let Some(response) = &rule.direct_response {
+        return Ok(Action::DirectResponse {
+            status: response.status,
+            body: response.body.clone(),
+        });
+    }
+    let Some(split) = &rule.split else {
+        return Err(InvalidTable::one(path, "rule has no action"));
+    };
+    let mut entries = Vec::with_capacity(split.weights.len() + split.unresolved.len());
+    for (name, weight) in &split.weights {
+        let id = *ids.get(name.as_str()).ok_or_else(|| unknown(name))?;
+        // TODO(#4): soft drain keeps sticky cohorts on a draining backend
+        // until its deadline; for now every drain is hard.
+        let draining = backends[id.0 as usize].drain.is_some();
+        let effective = if draining { 0 } else { *weight };
+        entries.push((Target::Backend(id), name.as_str(), *weight, effective));
+    }
+    for unresolved in &split.unresolved {
+        entries.push((
+            Target::Unresolved,
+            unresolved.reference.as_str(),
+            unresolved.weight,
+            unresolved.weight,
+        ));
+    }
+    let cohort = match &split.cohort {
+        None => None,
+        Some(cohort) => {
+            let source = |text: &str| {
+                parse_key_source(text).map_err(|reason| InvalidTable::one(path, reason))
+            };
+            Some(Cohort::new(
+                source(&cohort.from)?,
+                cohort.fallback.as_deref().map(source).transpose()?,
+                cohort.assign_cookie.as_ref().map(|c| AssignCookie {
+                    name: c.name.clone(),
+                    max_age: c.max_age.get(),
+                }),
+            ))
+        }
+    };
+    Ok(Action::Split(Split::new(entries, cohort, split.mode)))
+}
+
+// === impl RequestHead ===
+
+impl<'a> RequestHead<'a> {
+    /// The head of an `http` request: host from the URI authority (HTTP/2,
+    /// absolute-form) or else the `Host` header.
+    pub fn new(method: &'a Method, uri: &'a Uri, headers: &'a HeaderMap) -> Self {
+        let host = uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
+            .unwrap_or("");
+        Self {
+            host,
+            method,
+            path: uri.path(),
+            query: uri.query(),
+            headers,
+        }
+    }
+
+    /// The first value of a query parameter, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<Cow<'a, [u8]>> {
+        matcher::query_param(self.query, name)
+    }
+}
