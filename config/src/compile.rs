@@ -172,7 +172,7 @@ impl CompiledTable {
 
         // Most specific first; ties keep table order (older route, earlier
         // rule, earlier match), which a stable sort preserves.
-        keyed.sort_by(|a, b| b.0.cmp(&a.0));
+        keyed.sort_by_key(|k| std::cmp::Reverse(k.0));
         let mut groups = HostGroups::default();
         for (_, entry, route_index) in &keyed {
             let hostnames = &spec.routes[*route_index].hostnames;
@@ -325,7 +325,11 @@ impl<'a> RequestHead<'a> {
         let host = uri
             .authority()
             .map(|a| a.as_str())
-            .or_else(|| headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
+            .or_else(|| {
+                headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
             .unwrap_or("");
         Self {
             host,

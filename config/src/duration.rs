@@ -14,7 +14,9 @@ pub struct GwDuration(pub Duration);
 
 /// A string that is not a Gateway API duration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration {input:?}: expected up to four parts of 1-5 digits with a unit h, m, s or ms, like \"30s\" or \"1h30m\"")]
+#[error(
+    "invalid duration {input:?}: expected up to four parts of 1-5 digits with a unit h, m, s or ms, like \"30s\" or \"1h30m\""
+)]
 pub struct InvalidDuration {
     input: String,
 }
@@ -118,13 +120,27 @@ mod tests {
         assert_eq!(parse("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse("1h1m1s1ms").unwrap(), Duration::from_millis(3_661_001));
+        assert_eq!(
+            parse("1h1m1s1ms").unwrap(),
+            Duration::from_millis(3_661_001)
+        );
         assert_eq!(parse("0s").unwrap(), Duration::ZERO);
     }
 
     #[test]
     fn rejects_other_forms() {
-        for bad in ["", "30", "s", "1.5s", "-1s", "123456s", "1d", "1h1m1s1ms1s", " 1s", "1S"] {
+        for bad in [
+            "",
+            "30",
+            "s",
+            "1.5s",
+            "-1s",
+            "123456s",
+            "1d",
+            "1h1m1s1ms1s",
+            " 1s",
+            "1S",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }
@@ -135,7 +151,10 @@ mod tests {
         let b: GwDuration = "1m30s".parse().unwrap();
         assert_eq!(a.to_string(), "1m30s");
         assert_eq!(b.to_string(), "1m30s");
-        assert_eq!("1500ms".parse::<GwDuration>().unwrap().to_string(), "1s500ms");
+        assert_eq!(
+            "1500ms".parse::<GwDuration>().unwrap().to_string(),
+            "1s500ms"
+        );
         assert_eq!("0ms".parse::<GwDuration>().unwrap().to_string(), "0s");
     }
 }

@@ -108,8 +108,20 @@ fn convert_route(
         .clone()
         .unwrap_or_else(|| "default".to_owned());
     let spec = route.spec;
-    check_max(path, "spec.hostnames", spec.hostnames.len(), MAX_HOSTNAMES, out);
-    check_max(path, "spec.parentRefs", spec.parent_refs.len(), MAX_PARENT_REFS, out);
+    check_max(
+        path,
+        "spec.hostnames",
+        spec.hostnames.len(),
+        MAX_HOSTNAMES,
+        out,
+    );
+    check_max(
+        path,
+        "spec.parentRefs",
+        spec.parent_refs.len(),
+        MAX_PARENT_REFS,
+        out,
+    );
 
     // An absent rules list means one rule that matches everything and has no
     // backends (so it answers 500), as the CRD's default says.
@@ -150,9 +162,19 @@ fn convert_rule(
     backends: &BTreeMap<String, BackendSpec>,
     out: &mut Converted,
 ) -> RuleSpec {
-    reject_unsupported(path, "filters", rule.filters.as_ref().is_some_and(|f| !f.is_empty()), out);
+    reject_unsupported(
+        path,
+        "filters",
+        rule.filters.as_ref().is_some_and(|f| !f.is_empty()),
+        out,
+    );
     reject_unsupported(path, "retry", rule.retry.is_some(), out);
-    reject_unsupported(path, "sessionPersistence", rule.session_persistence.is_some(), out);
+    reject_unsupported(
+        path,
+        "sessionPersistence",
+        rule.session_persistence.is_some(),
+        out,
+    );
 
     let matches = rule.matches.unwrap_or_default();
     check_max(path, "matches", matches.len(), MAX_MATCHES_PER_RULE, out);
@@ -318,7 +340,13 @@ fn describe(namespace: &str, reference: &HttpBackendRef) -> String {
 
 fn convert_match(path: &str, m: HttpRouteMatch, out: &mut Converted) -> MatchSpec {
     check_max(path, "headers", m.headers.len(), MAX_VALUE_MATCHES, out);
-    check_max(path, "queryParams", m.query_params.len(), MAX_VALUE_MATCHES, out);
+    check_max(
+        path,
+        "queryParams",
+        m.query_params.len(),
+        MAX_VALUE_MATCHES,
+        out,
+    );
     let values = |list: Vec<model::HttpValueMatch>| {
         list.into_iter()
             .map(|v| ValueMatchSpec {

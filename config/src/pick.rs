@@ -179,7 +179,8 @@ impl Cohort {
 
     /// The request's cohort key: the first source that is present.
     pub fn key<'a>(&self, head: &RequestHead<'a>) -> Option<Cow<'a, [u8]>> {
-        read_key(&self.from, head).or_else(|| self.fallback.as_ref().and_then(|s| read_key(s, head)))
+        read_key(&self.from, head)
+            .or_else(|| self.fallback.as_ref().and_then(|s| read_key(s, head)))
     }
 }
 

@@ -163,7 +163,10 @@ impl Validator {
                 let first = *first;
                 self.error(
                     join(&path, "name"),
-                    format!("duplicate route name {:?} (also routes[{first}])", route.name),
+                    format!(
+                        "duplicate route name {:?} (also routes[{first}])",
+                        route.name
+                    ),
                 );
             } else {
                 names.insert(route.name.clone(), index);
@@ -277,7 +280,10 @@ impl Validator {
             if response.body.len() > MAX_BODY_LEN {
                 self.error(
                     join(&response_path, "body"),
-                    format!("body is {} bytes; at most {MAX_BODY_LEN} are allowed", response.body.len()),
+                    format!(
+                        "body is {} bytes; at most {MAX_BODY_LEN} are allowed",
+                        response.body.len()
+                    ),
                 );
             }
         }
@@ -421,7 +427,10 @@ impl Validator {
         {
             self.error(
                 join(path, "method"),
-                format!("unknown method {method:?}: expected one of {}", METHODS.join(", ")),
+                format!(
+                    "unknown method {method:?}: expected one of {}",
+                    METHODS.join(", ")
+                ),
             );
         }
         MatchSpec {

@@ -5,7 +5,9 @@ use std::path::Path;
 use switchyard_config::{CompiledTable, parse_table};
 
 fn load(name: &str) -> switchyard_config::Table {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name);
     let bytes = std::fs::read(&path).expect("example file exists");
     parse_table(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
@@ -51,11 +53,19 @@ fn examples_load_compile_and_keep_their_versions() {
         if table.version().as_str() != version {
             mismatched.push(format!("{name}: {}", table.version()));
         }
-        assert!(table.warnings().is_empty(), "{name}: {:?}", table.warnings());
+        assert!(
+            table.warnings().is_empty(),
+            "{name}: {:?}",
+            table.warnings()
+        );
         // The canonical form is valid input and hashes to the same version.
         let again = parse_table(table.canonical_json()).unwrap();
         assert_eq!(again.version(), table.version(), "{name}");
         CompiledTable::compile(table).unwrap();
     }
-    assert!(mismatched.is_empty(), "versions changed:\n{}", mismatched.join("\n"));
+    assert!(
+        mismatched.is_empty(),
+        "versions changed:\n{}",
+        mismatched.join("\n")
+    );
 }

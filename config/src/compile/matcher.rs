@@ -77,10 +77,13 @@ impl Matcher {
             .map(|q| Ok((q.name.clone(), ValueMatcher::compile(q)?)))
             .collect::<Result<_, String>>()?;
         let specificity = Specificity {
+            // Gateway API leaves regex precedence to implementations; like
+            // Envoy Gateway we rank it between Exact and PathPrefix, so a
+            // catch-all prefix never shadows a regex.
             path_kind: match kind {
-                PathMatchKind::Exact => 2,
+                PathMatchKind::Exact => 3,
+                PathMatchKind::RegularExpression => 2,
                 PathMatchKind::PathPrefix => 1,
-                PathMatchKind::RegularExpression => 0,
             },
             path_len: value.len(),
             has_method: spec.method.is_some(),
@@ -132,8 +135,7 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
     if prefix.is_empty() {
         return true;
     }
-    path.starts_with(prefix)
-        && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/'))
+    path.starts_with(prefix) && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/'))
 }
 
 // === impl ValueMatcher ===
@@ -185,9 +187,18 @@ mod tests {
 
     #[test]
     fn query_params_first_value_decoded() {
-        assert_eq!(query_param(Some("a=1&b=x%20y&a=2"), "a").as_deref(), Some(&b"1"[..]));
-        assert_eq!(query_param(Some("a=1&b=x%20y"), "b").as_deref(), Some(&b"x y"[..]));
-        assert_eq!(query_param(Some("flag&a=1"), "flag").as_deref(), Some(&b""[..]));
+        assert_eq!(
+            query_param(Some("a=1&b=x%20y&a=2"), "a").as_deref(),
+            Some(&b"1"[..])
+        );
+        assert_eq!(
+            query_param(Some("a=1&b=x%20y"), "b").as_deref(),
+            Some(&b"x y"[..])
+        );
+        assert_eq!(
+            query_param(Some("flag&a=1"), "flag").as_deref(),
+            Some(&b""[..])
+        );
         assert_eq!(query_param(Some("a=1"), "c"), None);
         assert_eq!(query_param(None, "a"), None);
     }

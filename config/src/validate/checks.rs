@@ -19,8 +19,9 @@ pub enum KeySource {
 /// `namespace/name`): 1-253 letters, digits, `.`, `_`, `-`. They become
 /// metric labels, so they stay short and printable.
 pub(crate) fn check_name(name: &str, allow_slash: bool) -> Result<(), String> {
-    let valid_char =
-        |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') || (allow_slash && c == '/');
+    let valid_char = |c: char| {
+        c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') || (allow_slash && c == '/')
+    };
     if name.is_empty() || name.len() > 253 || !name.chars().all(valid_char) {
         let extra = if allow_slash { ", '/'" } else { "" };
         return Err(format!(
@@ -148,9 +149,8 @@ fn first_line(text: &str) -> String {
 
 /// Parses `header:NAME`, `cookie:NAME` or `query:NAME`.
 pub(crate) fn parse_key_source(text: &str) -> Result<KeySource, String> {
-    let invalid = || {
-        format!("invalid key source {text:?}: expected header:NAME, cookie:NAME or query:NAME")
-    };
+    let invalid =
+        || format!("invalid key source {text:?}: expected header:NAME, cookie:NAME or query:NAME");
     let (kind, name) = text.split_once(':').ok_or_else(invalid)?;
     if name.is_empty() {
         return Err(invalid());
@@ -169,7 +169,9 @@ pub(crate) fn parse_key_source(text: &str) -> Result<KeySource, String> {
 pub(crate) fn check_cookie_name(name: &str) -> Result<(), String> {
     let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     if name.is_empty() || name.len() > 256 || !name.bytes().all(token) {
-        return Err(format!("invalid cookie name {name:?}: expected an HTTP token"));
+        return Err(format!(
+            "invalid cookie name {name:?}: expected an HTTP token"
+        ));
     }
     Ok(())
 }

@@ -118,7 +118,10 @@ fn too_many_routes_reports_only_the_limit() {
             .map(|i| format!("  - {{ name: r{i}, rules: [{{ backend: blue }}] }}\n"))
             .collect::<String>()
     );
-    assert_eq!(problems(&yaml), vec!["routes: 10001 routes; at most 10000 are allowed"]);
+    assert_eq!(
+        problems(&yaml),
+        vec!["routes: 10001 routes; at most 10000 are allowed"]
+    );
 }
 
 #[test]
@@ -149,5 +152,8 @@ fn warnings_do_not_reject() {
     // The first duplicate wins, and names are lowercased in the canonical form.
     let headers = &table.spec().routes[0].rules[0].matches[0].headers;
     assert_eq!(headers.len(), 1);
-    assert_eq!((headers[0].name.as_str(), headers[0].value.as_str()), ("x-a", "1"));
+    assert_eq!(
+        (headers[0].name.as_str(), headers[0].value.as_str()),
+        ("x-a", "1")
+    );
 }
