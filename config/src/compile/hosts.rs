@@ -9,12 +9,17 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
+use rustc_hash::FxHashMap;
+
 /// Entry indices per host group, each list in precedence order.
 #[derive(Debug, Default)]
 pub(crate) struct HostIndex {
-    exact: HashMap<Box<str>, Box<[u32]>>,
+    // FxHash: hostnames are short and the map is fixed once compiled (no
+    // inserts from peers), so flooding attacks on the hasher do not apply and
+    // the cheaper hash shortens every request.
+    exact: FxHashMap<Box<str>, Box<[u32]>>,
     /// Keyed by the suffix after `*.`.
-    wildcard: HashMap<Box<str>, Box<[u32]>>,
+    wildcard: FxHashMap<Box<str>, Box<[u32]>>,
     any: Box<[u32]>,
 }
 
