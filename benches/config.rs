@@ -4,6 +4,9 @@
 //! spread over N/10 hostnames (10 routes per host, each with a path prefix and
 //! half with a header match), the shape of a real multi-tenant gateway.
 
+// criterion's macros generate undocumented public functions.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};

@@ -111,3 +111,9 @@ impl Table {
         serde_saphyr::to_string(&self.spec).unwrap_or_default()
     }
 }
+
+/// Renders any serializable value as YAML (for admin and CLI output), so
+/// that callers need no YAML library of their own.
+pub fn to_yaml_value<T: Serialize>(value: &T) -> Option<String> {
+    serde_saphyr::to_string(value).ok()
+}

@@ -1,0 +1,98 @@
+//! Command-line interface of `switchyard-proxy`.
+
+mod bootstrap;
+mod check;
+mod runner;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// `EX_USAGE`: a bad command line or configuration.
+pub(crate) const EXIT_USAGE: u8 = 64;
+
+/// Switchyard data plane: an L7 proxy that splits traffic between versions.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard-proxy", version)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy with a table file (reloaded on change and on SIGHUP).
+    Run(RunArgs),
+    /// Validate table files without starting anything (like `nginx -t`).
+    Check {
+        /// Table files (native YAML/JSON or Gateway API HTTPRoute).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run the proxy with two built-in demo backends and an example table.
+    Demo {
+        /// Proxy address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Admin address.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: String,
+    },
+}
+
+/// Flags of `run`; each overrides the same setting of `--bootstrap`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Bootstrap file (YAML): listeners, admin address, table path, settings.
+    #[arg(long)]
+    bootstrap: Option<PathBuf>,
+    /// Table file.
+    #[arg(long)]
+    table: Option<PathBuf>,
+    /// Proxy listener address; repeat for several listeners.
+    #[arg(long)]
+    listen: Vec<String>,
+    /// Admin listener address (loopback by default).
+    #[arg(long)]
+    admin: Option<String>,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Upstream connect timeout, like `5s`.
+    #[arg(long)]
+    connect_timeout: Option<String>,
+    /// Time open connections get to finish at shutdown, like `10s`.
+    #[arg(long)]
+    shutdown_grace: Option<String>,
+    /// How often to poll the table file as a fallback to file events.
+    #[arg(long)]
+    reload_poll_interval: Option<String>,
+    /// Add `x-switchyard-backend: NAME` to responses.
+    #[arg(long)]
+    expose_backend: bool,
+    /// Send `x-switchyard-decision: NAME` upstream (for a next Switchyard hop).
+    #[arg(long)]
+    set_decision_header: bool,
+    /// Honour an incoming `x-switchyard-decision` (only behind a trusted proxy).
+    #[arg(long)]
+    trust_decision_header: bool,
+    /// Also append an RFC 7239 `forwarded` header.
+    #[arg(long)]
+    forwarded_header: bool,
+    /// File holding the bearer token for `POST /table` on the admin API.
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
+}
+
+// === impl Cli ===
+
+impl Cli {
+    pub(crate) fn execute(self) -> ExitCode {
+        match self.command {
+            Command::Check { files } => check::check(&files),
+            Command::Run(args) => runner::run(args),
+            Command::Demo { listen, admin } => runner::demo(&listen, &admin),
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The static bootstrap file and the settings it resolves to with flags.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use switchyard_config::GwDuration;
+use switchyard_proxy::Settings;
+
+use super::RunArgs;
+
+/// The bootstrap file (YAML). Every field is optional; flags win.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Bootstrap {
+    table: Option<PathBuf>,
+    #[serde(default)]
+    listen: Vec<String>,
+    admin: Option<String>,
+    workers: Option<usize>,
+    connect_timeout: Option<GwDuration>,
+    header_read_timeout: Option<GwDuration>,
+    shutdown_grace: Option<GwDuration>,
+    reload_poll_interval: Option<GwDuration>,
+    #[serde(default)]
+    expose_backend: bool,
+    #[serde(default)]
+    set_decision_header: bool,
+    #[serde(default)]
+    trust_decision_header: bool,
+    #[serde(default)]
+    forwarded_header: bool,
+    admin_token_file: Option<PathBuf>,
+}
+
+/// Everything `run` needs, resolved.
+#[derive(Debug)]
+pub(super) struct Resolved {
+    pub(super) table: PathBuf,
+    pub(super) listen: Vec<String>,
+    pub(super) admin: String,
+    pub(super) workers: Option<usize>,
+    pub(super) reload_poll_interval: Duration,
+    pub(super) settings: Settings,
+}
+
+/// Merges the bootstrap file (if any) and the flags.
+pub(super) fn resolve(args: RunArgs) -> anyhow::Result<Resolved> {
+    let file = match &args.bootstrap {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read bootstrap {}: {e}", path.display()))?;
+            serde_saphyr::from_str::<Bootstrap>(&text)
+                .map_err(|e| anyhow::anyhow!("bootstrap {}: {e}", path.display()))?
+        }
+        None => Bootstrap::default(),
+    };
+    let duration =
+        |flag: &Option<String>, from_file: Option<GwDuration>, default: Duration, name: &str| {
+            match flag {
+                Some(text) => text
+                    .parse::<GwDuration>()
+                    .map(GwDuration::get)
+                    .map_err(|e| anyhow::anyhow!("--{name}: {e}")),
+                None => Ok(from_file.map_or(default, GwDuration::get)),
+            }
+        };
+    let defaults = Settings::default();
+    let token_file = args.admin_token_file.or(file.admin_token_file);
+    let admin_token = match token_file {
+        Some(path) => {
+            let token = std::fs::read_to_string(&path)
+                .map_err(|e| anyhow::anyhow!("cannot read admin token {}: {e}", path.display()))?
+                .trim()
+                .to_owned();
+            anyhow::ensure!(
+                !token.is_empty(),
+                "admin token file {} is empty",
+                path.display()
+            );
+            Some(token)
+        }
+        None => None,
+    };
+    let settings = Settings {
+        connect_timeout: duration(
+            &args.connect_timeout,
+            file.connect_timeout,
+            defaults.connect_timeout,
+            "connect-timeout",
+        )?,
+        header_read_timeout: file
+            .header_read_timeout
+            .map_or(defaults.header_read_timeout, GwDuration::get),
+        expose_backend: args.expose_backend || file.expose_backend,
+        set_decision_header: args.set_decision_header || file.set_decision_header,
+        trust_decision_header: args.trust_decision_header || file.trust_decision_header,
+        forwarded_header: args.forwarded_header || file.forwarded_header,
+        admin_token,
+        shutdown_grace: duration(
+            &args.shutdown_grace,
+            file.shutdown_grace,
+            defaults.shutdown_grace,
+            "shutdown-grace",
+        )?,
+    };
+    let table = args.table.or(file.table).ok_or_else(|| {
+        anyhow::anyhow!("no table: pass --table FILE (or `table:` in the bootstrap file)")
+    })?;
+    let listen = if args.listen.is_empty() {
+        file.listen
+    } else {
+        args.listen
+    };
+    anyhow::ensure!(
+        !listen.is_empty(),
+        "no listener: pass --listen ADDR (or `listen:` in the bootstrap file)"
+    );
+    Ok(Resolved {
+        table,
+        listen,
+        admin: args
+            .admin
+            .or(file.admin)
+            .unwrap_or_else(|| "127.0.0.1:9901".to_owned()),
+        workers: args.workers.or(file.workers),
+        reload_poll_interval: duration(
+            &args.reload_poll_interval,
+            file.reload_poll_interval,
+            Duration::from_secs(2),
+            "reload-poll-interval",
+        )?,
+        settings,
+    })
+}

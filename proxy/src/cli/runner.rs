@@ -1,0 +1,181 @@
+//! `run` and `demo`: runtime, binding, signals.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use switchyard_proxy::{Applier, Listeners, Settings, State, demo, source};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::{EXIT_USAGE, RunArgs, bootstrap};
+
+pub(super) fn run(args: RunArgs) -> ExitCode {
+    init_logging();
+    let resolved = match bootstrap::resolve(args) {
+        Ok(resolved) => resolved,
+        Err(error) => return usage_error(&error),
+    };
+    let runtime = match build_runtime(resolved.workers) {
+        Ok(runtime) => runtime,
+        Err(error) => return usage_error(&error),
+    };
+    runtime.block_on(async move {
+        let applier = Applier::new(State::new());
+        let initial = match source::load_initial(&applier, &resolved.table) {
+            Ok(bytes) => bytes,
+            Err(error) => return usage_error(&error),
+        };
+        let listeners = match bind(&resolved.listen, &resolved.admin).await {
+            Ok(listeners) => listeners,
+            Err(error) => return usage_error(&error),
+        };
+        log_addresses(&listeners);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(source::watch_file(
+            resolved.table.clone(),
+            applier.clone(),
+            initial,
+            resolved.reload_poll_interval,
+            stop_rx,
+        ));
+        switchyard_proxy::run(listeners, applier, resolved.settings, shutdown_signal()).await;
+        stop_tx.send_replace(true);
+        ExitCode::SUCCESS
+    })
+}
+
+pub(super) fn demo(listen: &str, admin: &str) -> ExitCode {
+    init_logging();
+    let runtime = match build_runtime(None) {
+        Ok(runtime) => runtime,
+        Err(error) => return usage_error(&error),
+    };
+    runtime.block_on(async move {
+        let (blue, green) = match (
+            TcpListener::bind("127.0.0.1:0").await,
+            TcpListener::bind("127.0.0.1:0").await,
+        ) {
+            (Ok(blue), Ok(green)) => (blue, green),
+            (Err(e), _) | (_, Err(e)) => {
+                return usage_error(&anyhow::anyhow!("cannot bind a demo backend: {e}"));
+            }
+        };
+        let addresses = (blue.local_addr(), green.local_addr());
+        let (Ok(blue_addr), Ok(green_addr)) = addresses else {
+            return usage_error(&anyhow::anyhow!("demo backends have no local address"));
+        };
+        tokio::spawn(demo::serve_backend(blue, "blue"));
+        tokio::spawn(demo::serve_backend(green, "green"));
+        let applier = Applier::new(State::new());
+        if let Err(invalid) =
+            applier.apply_logged(demo::table(blue_addr, green_addr).as_bytes(), "demo")
+        {
+            return usage_error(&anyhow::anyhow!("demo table: {invalid}"));
+        }
+        let listeners = match bind(&[listen.to_owned()], admin).await {
+            Ok(listeners) => listeners,
+            Err(error) => return usage_error(&error),
+        };
+        let proxy_addr = listeners.proxy[0].local_addr().ok();
+        let admin_addr = listeners.admin.as_ref().and_then(|l| l.local_addr().ok());
+        if let (Some(proxy_addr), Some(admin_addr)) = (proxy_addr, admin_addr) {
+            print!("{}", demo::instructions(proxy_addr, admin_addr));
+        }
+        let settings = Settings {
+            expose_backend: true,
+            ..Settings::default()
+        };
+        switchyard_proxy::run(listeners, applier, settings, shutdown_signal()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn build_runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(workers) = workers {
+        anyhow::ensure!(workers > 0, "--workers must be at least 1");
+        builder.worker_threads(workers);
+    }
+    Ok(builder.build()?)
+}
+
+async fn bind(listen: &[String], admin: &str) -> anyhow::Result<Listeners> {
+    let mut proxy = Vec::with_capacity(listen.len());
+    for address in listen {
+        proxy.push(bind_one(address).await?);
+    }
+    Ok(Listeners {
+        proxy,
+        admin: Some(bind_one(admin).await?),
+    })
+}
+
+async fn bind_one(address: &str) -> anyhow::Result<TcpListener> {
+    let parsed: SocketAddr = address
+        .parse()
+        .map_err(|e| anyhow::anyhow!("invalid listen address {address:?}: {e}"))?;
+    TcpListener::bind(parsed)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))
+}
+
+fn log_addresses(listeners: &Listeners) {
+    for listener in &listeners.proxy {
+        if let Ok(address) = listener.local_addr() {
+            tracing::info!(%address, "proxy listening");
+        }
+    }
+    if let Some(address) = listeners.admin.as_ref().and_then(|l| l.local_addr().ok()) {
+        tracing::info!(%address, "admin listening");
+    }
+}
+
+/// Completes on SIGTERM or SIGINT; a second signal exits at once.
+async fn shutdown_signal() {
+    wait_for_signal().await;
+    tracing::info!("shutting down: finishing open connections (signal again to exit now)");
+    tokio::spawn(async {
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn usage_error(error: &anyhow::Error) -> ExitCode {
+    eprintln!("switchyard-proxy: {error:#}");
+    ExitCode::from(EXIT_USAGE)
+}

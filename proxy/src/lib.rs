@@ -1,0 +1,32 @@
+//! The Switchyard data plane.
+//!
+//! An HTTP/1.1 and HTTP/2 reverse proxy that executes a compiled routing
+//! table (see `switchyard-config`): each request is matched to a rule and
+//! sent to a backend chosen by rule, cohort or weight.
+//!
+//! Start reading at [`run`]; a request then flows through [`listen`] (accept,
+//! protocol detection), [`server::Proxy`] (the handler), [`route`] (match and
+//! pick, on one [`state::Snapshot`]), [`backend`] (registry, endpoint pick)
+//! and [`upstream`] (pooled connections), and back as a [`body::ProxyBody`].
+//! Tables change only through [`state::Applier`], fed by [`source`] (file and
+//! SIGHUP) and the [`admin`] API.
+
+pub mod admin;
+pub mod backend;
+pub mod body;
+pub mod demo;
+pub mod error;
+pub mod headers;
+pub mod listen;
+pub mod route;
+pub mod server;
+pub mod settings;
+pub mod source;
+pub mod state;
+pub mod upstream;
+
+mod run;
+
+pub use run::{Listeners, run};
+pub use settings::Settings;
+pub use state::{Applier, State};

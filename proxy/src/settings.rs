@@ -1,0 +1,42 @@
+//! Proxy settings that do not come from the table.
+
+use std::time::Duration;
+
+/// Behaviour knobs of the data plane, set from flags.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Limit for establishing an upstream TCP connection.
+    pub connect_timeout: Duration,
+    /// Limit for reading a request's headers (slowloris).
+    pub header_read_timeout: Duration,
+    /// Add `x-switchyard-backend: NAME` to responses (testers, demos).
+    pub expose_backend: bool,
+    /// Send `x-switchyard-decision: NAME` upstream so the next proxy can keep
+    /// the request on the same version.
+    pub set_decision_header: bool,
+    /// Honour an incoming `x-switchyard-decision` when the split can send
+    /// there (for proxies behind another Switchyard; never on an edge).
+    pub trust_decision_header: bool,
+    /// Also append an RFC 7239 `forwarded` header.
+    pub forwarded_header: bool,
+    /// Bearer token required by `POST /table` on the admin listener; the
+    /// endpoint is disabled without one.
+    pub admin_token: Option<String>,
+    /// How long open connections may finish after shutdown starts.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(30),
+            expose_backend: false,
+            set_decision_header: false,
+            trust_decision_header: false,
+            forwarded_header: false,
+            admin_token: None,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}

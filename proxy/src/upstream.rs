@@ -1,0 +1,290 @@
+//! Upstream connections: one pool per endpoint.
+//!
+//! HTTP/1.1 endpoints keep a stack of idle keep-alive connections; a
+//! connection returns to it only once its response body was read to the end.
+//! HTTP/2 endpoints share one multiplexed connection. A request that never
+//! left the proxy (connect failure, or a pooled connection that turned out to
+//! be closed) comes back to the caller intact so it can be retried.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use switchyard_config::spec::Protocol;
+use tokio::net::TcpStream;
+
+use crate::backend::Backend;
+
+/// Most idle HTTP/1.1 connections kept per endpoint.
+const MAX_IDLE_PER_ENDPOINT: usize = 512;
+
+/// One address of a backend, with its connections.
+#[derive(Debug)]
+pub struct Endpoint {
+    addr: String,
+    protocol: Protocol,
+    idle: Mutex<Vec<http1::SendRequest<Incoming>>>,
+    shared_h2: tokio::sync::Mutex<Option<http2::SendRequest<Incoming>>>,
+    in_flight: AtomicUsize,
+    /// Set when the endpoint left the table: nothing goes back to its pool.
+    retired: AtomicBool,
+}
+
+/// What a request holds while it is in flight: counts, and the HTTP/1.1
+/// connection to give back to its pool when the response has been read.
+#[derive(Debug)]
+pub(crate) struct Lease {
+    endpoint: Arc<Endpoint>,
+    backend: Arc<Backend>,
+    connection: Option<http1::SendRequest<Incoming>>,
+}
+
+/// A failed send.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// Nothing reached the upstream: the request may be sent elsewhere.
+    NotSent {
+        /// Boxed: failures are rare, and the error stays small on the happy path.
+        request: Box<Request<Incoming>>,
+        reason: String,
+        connect: bool,
+    },
+    /// The request was (at least partly) sent: it must not be retried.
+    Failed(String),
+}
+
+// === impl Endpoint ===
+
+impl Endpoint {
+    pub(crate) fn new(addr: String, protocol: Protocol) -> Self {
+        Self {
+            addr,
+            protocol,
+            idle: Mutex::new(Vec::new()),
+            shared_h2: tokio::sync::Mutex::new(None),
+            in_flight: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
+        }
+    }
+
+    /// The endpoint's `host:port`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Requests in flight on this endpoint.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Idle pooled HTTP/1.1 connections.
+    pub fn idle_connections(&self) -> usize {
+        self.idle.lock().map_or(0, |idle| idle.len())
+    }
+
+    /// Stops pooling and closes idle connections; requests in flight finish.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        self.close_idle();
+    }
+
+    /// Closes idle connections (in-flight ones are untouched).
+    pub(crate) fn close_idle(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+        if let Ok(mut shared) = self.shared_h2.try_lock() {
+            shared.take();
+        }
+    }
+
+    /// Sends `request`, counting it in flight from now until the returned
+    /// lease is dropped.
+    pub(crate) async fn send(
+        self: &Arc<Self>,
+        backend: &Arc<Backend>,
+        request: Request<Incoming>,
+        connect_timeout: Duration,
+    ) -> Result<(Response<Incoming>, Lease), SendError> {
+        let mut lease = Lease::new(self.clone(), backend.clone());
+        match self.protocol {
+            Protocol::Http1 => {
+                let mut connection = match self.take_idle().await {
+                    Some(connection) => connection,
+                    None => match self.connect_http1(connect_timeout).await {
+                        Ok(connection) => connection,
+                        Err(reason) => {
+                            return Err(SendError::NotSent {
+                                request: Box::new(request),
+                                reason,
+                                connect: true,
+                            });
+                        }
+                    },
+                };
+                let result = connection.try_send_request(request).await;
+                lease.connection = Some(connection);
+                result.map(|r| (r, lease)).map_err(SendError::from_try)
+            }
+            Protocol::Http2 => {
+                let mut sender = match self.shared_http2(connect_timeout).await {
+                    Ok(sender) => sender,
+                    Err(reason) => {
+                        return Err(SendError::NotSent {
+                            request: Box::new(request),
+                            reason,
+                            connect: true,
+                        });
+                    }
+                };
+                if let Err(e) = sender.ready().await {
+                    return Err(SendError::NotSent {
+                        request: Box::new(request),
+                        reason: e.to_string(),
+                        connect: false,
+                    });
+                }
+                let result = sender.try_send_request(request).await;
+                result.map(|r| (r, lease)).map_err(SendError::from_try)
+            }
+        }
+    }
+
+    async fn take_idle(&self) -> Option<http1::SendRequest<Incoming>> {
+        loop {
+            let candidate = self.idle.lock().ok()?.pop()?;
+            let mut candidate = candidate;
+            if candidate.is_closed() {
+                continue;
+            }
+            // An idle connection is ready at once; one the server closed
+            // meanwhile fails here and is dropped.
+            if candidate.ready().await.is_ok() {
+                return Some(candidate);
+            }
+        }
+    }
+
+    fn give_back(&self, connection: http1::SendRequest<Incoming>) {
+        if self.retired.load(Ordering::Relaxed) || connection.is_closed() {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < MAX_IDLE_PER_ENDPOINT
+        {
+            idle.push(connection);
+        }
+    }
+
+    async fn connect(&self, timeout: Duration) -> Result<TokioIo<TcpStream>, String> {
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(&self.addr)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err(format!("connect timed out after {timeout:?}")),
+        };
+        // Small requests and responses: do not wait to coalesce segments.
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        Ok(TokioIo::new(stream))
+    }
+
+    async fn connect_http1(
+        &self,
+        timeout: Duration,
+    ) -> Result<http1::SendRequest<Incoming>, String> {
+        let io = self.connect(timeout).await?;
+        let (sender, connection) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| e.to_string())?;
+        let addr = self.addr.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!(endpoint = %addr, error = %e, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn shared_http2(
+        &self,
+        timeout: Duration,
+    ) -> Result<http2::SendRequest<Incoming>, String> {
+        let mut shared = self.shared_h2.lock().await;
+        if let Some(sender) = shared.as_ref()
+            && !sender.is_closed()
+        {
+            return Ok(sender.clone());
+        }
+        let io = self.connect(timeout).await?;
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(io)
+            .await
+            .map_err(|e| e.to_string())?;
+        let addr = self.addr.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(endpoint = %addr, error = %e, "upstream h2 connection ended");
+            }
+        });
+        if !self.retired.load(Ordering::Relaxed) {
+            *shared = Some(sender.clone());
+        }
+        Ok(sender)
+    }
+}
+
+// === impl Lease ===
+
+impl Lease {
+    fn new(endpoint: Arc<Endpoint>, backend: Arc<Backend>) -> Self {
+        endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+        backend.in_flight_add(1);
+        Self {
+            endpoint,
+            backend,
+            connection: None,
+        }
+    }
+
+    /// Ends the lease; a fully read HTTP/1.1 connection goes back to its pool.
+    pub(crate) fn release(mut self, reusable: bool) {
+        if let Some(connection) = self.connection.take()
+            && reusable
+        {
+            self.endpoint.give_back(connection);
+        }
+    }
+
+    /// Keeps the connection out of the pool (it was upgraded to a tunnel).
+    pub(crate) fn detach_connection(&mut self) {
+        self.connection = None;
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.backend.in_flight_add(-1);
+    }
+}
+
+// === impl SendError ===
+
+impl SendError {
+    fn from_try(mut error: hyper::client::conn::TrySendError<Request<Incoming>>) -> Self {
+        let reason = error.error().to_string();
+        match error.take_message() {
+            Some(request) => Self::NotSent {
+                request: Box::new(request),
+                reason,
+                connect: false,
+            },
+            None => Self::Failed(reason),
+        }
+    }
+}
