@@ -1,0 +1,226 @@
+//! Splitting end to end: weights, sequence mode, header rules, matches,
+//! cohorts. Client sends / backend sees / client gets, over real sockets.
+
+mod support;
+
+use std::collections::HashMap;
+
+use support::{Client, TestBackend, TestProxy, table};
+
+/// Counts which backend served each of `n` requests, over `connections`
+/// concurrent HTTP/2 connections.
+async fn count_backends(proxy: &TestProxy, n: usize, connections: usize) -> HashMap<String, usize> {
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let mut client = Client::http2(proxy.addr).await;
+        let share = n / connections + usize::from(c < n % connections);
+        tasks.push(tokio::spawn(async move {
+            let mut counts: HashMap<String, usize> = HashMap::new();
+            for _ in 0..share {
+                let reply = client.get("/", &[]).await;
+                assert_eq!(reply.status, 200, "{}", reply.text());
+                *counts.entry(reply.text()).or_default() += 1;
+            }
+            counts
+        }));
+    }
+    let mut total: HashMap<String, usize> = HashMap::new();
+    for task in tasks {
+        for (name, count) in task.await.unwrap() {
+            *total.entry(name).or_default() += count;
+        }
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_90_10_over_10000_requests_is_within_one_point() {
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
+    let routes =
+        "  - name: app\n    rules:\n      - split: { weights: { blue: 900000, green: 100000 } }\n";
+    let proxy = TestProxy::start(&table(blue.addr, green.addr, routes)).await;
+    let counts = count_backends(&proxy, 10_000, 8).await;
+    let green_share = counts.get("green").copied().unwrap_or(0) as f64 / 10_000.0;
+    // Binomial sd at p=0.1, n=10,000 is 0.3 points: ±1 point is over 3 sd.
+    assert!(
+        (green_share - 0.10).abs() <= 0.01,
+        "green share {green_share}, counts {counts:?}"
+    );
+    assert_eq!(counts.values().sum::<usize>(), 10_000);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_in_a_thousand_canary_gets_its_share_of_100000_requests() {
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
+    let routes =
+        "  - name: app\n    rules:\n      - split: { weights: { blue: 999000, green: 1000 } }\n";
+    let proxy = TestProxy::start(&table(blue.addr, green.addr, routes)).await;
+    let counts = count_backends(&proxy, 100_000, 16).await;
+    let canary = counts.get("green").copied().unwrap_or(0);
+    // Expected 100 (0.1 %); the band is 0.05 %..0.2 %, about -5/+10 sd.
+    assert!(
+        (50..=200).contains(&canary),
+        "canary got {canary} of 100000"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequence_mode_is_exact_and_reproducible_over_1000_requests() {
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
+    let routes = "  - name: app\n    rules:\n      - split: { weights: { blue: 900000, green: 100000 }, mode: sequence }\n";
+    let text = table(blue.addr, green.addr, routes);
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        // A fresh proxy each time: the sequence restarts with the table.
+        let proxy = TestProxy::start(&text).await;
+        let mut client = Client::http1(proxy.addr).await;
+        let mut order = Vec::with_capacity(1000);
+        for _ in 0..1000 {
+            order.push(client.get("/", &[]).await.text());
+        }
+        proxy.shutdown().await;
+        runs.push(order);
+    }
+    assert_eq!(runs[0], runs[1], "the same table gives the same sequence");
+    let green = runs[0].iter().filter(|b| *b == "green").count();
+    assert!(
+        (99..=101).contains(&green),
+        "green got {green} of 1000, expected 100 ± 1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_rule_beats_the_split_and_matches_route_by_path_query_and_method() {
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
+    let routes = concat!(
+        "  - name: app\n    hostnames: [app.test]\n    rules:\n",
+        "      - { matches: [{ headers: [{ name: x-canary, value: always }] }], backend: green }\n",
+        "      - { matches: [{ path: { type: Exact, value: /only-green } }], backend: green }\n",
+        "      - { matches: [{ path: { value: /api }, query_params: [{ name: v, value: \"2\" }] }], backend: green }\n",
+        "      - { matches: [{ path: { value: /api }, method: DELETE }], backend: green }\n",
+        "      - split: { weights: { blue: 1, green: 0 } }\n",
+    );
+    let proxy = TestProxy::start(&table(blue.addr, green.addr, routes)).await;
+    let mut client = Client::http1(proxy.addr).await;
+    assert_eq!(
+        client.get("/", &[("x-canary", "always")]).await.text(),
+        "green"
+    );
+    assert_eq!(
+        client.get("/", &[("x-canary", "never")]).await.text(),
+        "blue"
+    );
+    assert_eq!(client.get("/only-green", &[]).await.text(), "green");
+    assert_eq!(client.get("/only-green/x", &[]).await.text(), "blue");
+    assert_eq!(client.get("/api/items?v=2", &[]).await.text(), "green");
+    assert_eq!(client.get("/api/items?v=1", &[]).await.text(), "blue");
+    let deleted = client
+        .send(
+            http::Method::DELETE,
+            "/api/x",
+            &[],
+            http_body_util::BodyExt::boxed(http_body_util::Empty::new()),
+        )
+        .await;
+    assert_eq!(deleted.text(), "green");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_host_gets_404_with_a_reason() {
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
+    let routes = "  - name: app\n    hostnames: [other.test]\n    rules: [{ backend: blue }]\n";
+    let proxy = TestProxy::start(&table(blue.addr, green.addr, routes)).await;
+    let reply = Client::http1(proxy.addr).await.get("/", &[]).await;
+    assert_eq!(reply.status, 404);
+    assert_eq!(reply.headers["x-switchyard-error"], "no_route");
+    assert_eq!(reply.text(), "no route matches this request\n");
+    assert!(blue.seen().is_empty());
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cohort_key_sticks_across_requests_and_a_reload_that_keeps_the_weights() {
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
+    let routes = "  - name: app\n    rules:\n      - split: { weights: { blue: 500000, green: 500000 }, cohort: { from: \"header:x-user-id\" } }\n";
+    let proxy = TestProxy::start(&table(blue.addr, green.addr, routes)).await;
+    let mut client = Client::http2(proxy.addr).await;
+    let users: Vec<String> = (0..20).map(|i| format!("user-{i}")).collect();
+    let mut first: HashMap<String, String> = HashMap::new();
+    for round in 0..50 {
+        for user in &users {
+            let got = client.get("/", &[("x-user-id", user)]).await.text();
+            let expected = first.entry(user.clone()).or_insert_with(|| got.clone());
+            assert_eq!(&got, expected, "{user} moved in round {round}");
+        }
+    }
+    // 20 users at 50/50 all on one side has probability 2^-19.
+    assert!(first.values().any(|b| b == "blue") && first.values().any(|b| b == "green"));
+
+    // Same weights, another route added: a new version, the same cohorts.
+    let reloaded = format!(
+        "{routes}  - name: extra\n    hostnames: [extra.test]\n    rules: [{{ backend: blue }}]\n"
+    );
+    proxy.apply(&table(blue.addr, green.addr, &reloaded));
+    for user in &users {
+        assert_eq!(
+            client.get("/", &[("x-user-id", user)]).await.text(),
+            first[user],
+            "{user} moved on reload"
+        );
+    }
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyless_client_gets_a_cohort_cookie_that_keeps_it_on_its_version() {
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
+    let routes = concat!(
+        "  - name: app\n    rules:\n      - split:\n          weights: { blue: 1, green: 1 }\n",
+        "          cohort: { from: \"header:x-user-id\", fallback: \"cookie:sy-cohort\", assign_cookie: { name: sy-cohort, max_age: 1h } }\n",
+    );
+    let proxy = TestProxy::start(&table(blue.addr, green.addr, routes)).await;
+    let mut client = Client::http1(proxy.addr).await;
+    let mut seen_backends = Vec::new();
+    for _ in 0..10 {
+        let first = client.get("/", &[]).await;
+        let cookie = first.headers["set-cookie"].to_str().unwrap().to_owned();
+        assert!(cookie.starts_with("sy-cohort="), "{cookie}");
+        assert!(cookie.contains("Max-Age=3600"), "{cookie}");
+        let pair = cookie.split(';').next().unwrap().to_owned();
+        for _ in 0..20 {
+            let again = client.get("/", &[("cookie", &pair)]).await;
+            assert_eq!(again.text(), first.text(), "cookie {pair} moved");
+            assert!(
+                !again.headers.contains_key("set-cookie"),
+                "no new cookie when one is sent"
+            );
+        }
+        seen_backends.push(first.text());
+    }
+    assert!(seen_backends.iter().all(|b| b == "blue" || b == "green"));
+    proxy.shutdown().await;
+}

@@ -1,0 +1,197 @@
+//! A real HTTP backend (HTTP/1.1 and HTTP/2) that records what it sees.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+static CHUNK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
+
+/// What the backend saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: Method,
+    pub uri: String,
+    pub version: Version,
+    pub headers: HeaderMap,
+}
+
+/// A running backend named `name`.
+///
+/// Paths: `/upload` counts the request body; `/download?bytes=N` streams N
+/// bytes; `/trailers` echoes a request trailer as a response trailer with
+/// `grpc-status: 0`; `/hang` never answers; `/ws` is a WebSocket echo;
+/// anything else answers its name.
+pub struct TestBackend {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestBackend {
+    pub async fn start(name: &'static str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let recorded = seen.clone();
+        let task = tokio::spawn(async move {
+            let builder = auto::Builder::new(TokioExecutor::new());
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let recorded = recorded.clone();
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let recorded = recorded.clone();
+                    async move { Ok::<_, Infallible>(handle(name, request, &recorded).await) }
+                });
+                let connection = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                tokio::spawn(connection);
+            }
+        });
+        Self {
+            name,
+            addr,
+            seen,
+            task,
+        }
+    }
+
+    /// Requests seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TestBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn handle(
+    name: &'static str,
+    mut request: Request<Incoming>,
+    seen: &Mutex<Vec<Seen>>,
+) -> Response<Body> {
+    seen.lock().unwrap().push(Seen {
+        method: request.method().clone(),
+        uri: request.uri().to_string(),
+        version: request.version(),
+        headers: request.headers().clone(),
+    });
+    let path = request.uri().path().to_owned();
+    let mut response = match path.as_str() {
+        "/upload" => {
+            let mut total = 0u64;
+            let mut body = request.into_body();
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame.unwrap().into_data() {
+                    total += data.len() as u64;
+                }
+            }
+            full(format!("received {total}"))
+        }
+        "/download" => {
+            let bytes: usize = query_value(request.uri().query(), "bytes").unwrap_or(0);
+            let chunks = bytes / CHUNK.len();
+            let rest = bytes % CHUNK.len();
+            let frames = (0..chunks)
+                .map(|_| Bytes::from_static(&CHUNK))
+                .chain((rest > 0).then(|| Bytes::from_static(&CHUNK[..rest])))
+                .map(|b| Ok::<_, Infallible>(Frame::data(b)));
+            Response::new(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(
+                frames,
+            ))))
+        }
+        "/trailers" => {
+            let collected = request.into_body().collect().await.unwrap();
+            let echoed = collected
+                .trailers()
+                .and_then(|t| t.get("x-client-trailer").cloned())
+                .unwrap_or_else(|| HeaderValue::from_static("none"));
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            trailers.insert("x-echo-trailer", echoed);
+            let frames = vec![
+                Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"ok"))),
+                Ok(Frame::trailers(trailers)),
+            ];
+            let mut response = Response::new(BodyExt::boxed(StreamBody::new(
+                futures_util::stream::iter(frames),
+            )));
+            response
+                .headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/grpc"));
+            response
+        }
+        "/hang" => std::future::pending().await,
+        "/ws" => websocket(&mut request),
+        _ => full(name.to_owned()),
+    };
+    response
+        .headers_mut()
+        .insert("x-backend", HeaderValue::from_static(name));
+    response
+}
+
+fn websocket(request: &mut Request<Incoming>) -> Response<Body> {
+    let Some(key) = request.headers().get("sec-websocket-key").cloned() else {
+        let mut response = full("not a websocket request".to_owned());
+        *response.status_mut() = StatusCode::BAD_REQUEST;
+        return response;
+    };
+    let on_upgrade = hyper::upgrade::on(request);
+    tokio::spawn(async move {
+        let upgraded = on_upgrade.await.unwrap();
+        let mut socket =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        while let Some(Ok(message)) = socket.next().await {
+            if message.is_close() {
+                break;
+            }
+            if socket.send(message).await.is_err() {
+                break;
+            }
+        }
+    });
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut response = Response::new(BodyExt::boxed(Full::new(Bytes::new())));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert("upgrade", HeaderValue::from_static("websocket"));
+    headers.insert("connection", HeaderValue::from_static("upgrade"));
+    headers.insert(
+        "sec-websocket-accept",
+        HeaderValue::from_str(&accept).unwrap(),
+    );
+    response
+}
+
+fn full(text: String) -> Response<Body> {
+    Response::new(BodyExt::boxed(Full::new(Bytes::from(text))))
+}
+
+fn query_value<T: std::str::FromStr>(query: Option<&str>, name: &str) -> Option<T> {
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+}

@@ -1,0 +1,120 @@
+//! Shared helpers for the end-to-end tests: real backends, the real proxy
+//! (in-process, on 127.0.0.1 ports from `bind(:0)`), and real clients.
+// Test helpers: a panic is the failure report, so unwrap is the point; not
+// every test file uses every helper.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+pub mod backend;
+pub mod client;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use switchyard_proxy::{Applier, Listeners, Settings, State};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use backend::TestBackend;
+pub use client::{Client, Reply};
+
+/// How long any `eventually` waits before failing the test.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A proxy running in this process.
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub applier: Applier,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestProxy {
+    /// Starts a proxy serving `table` with `x-switchyard-backend` exposed.
+    pub async fn start(table: &str) -> Self {
+        Self::start_with(
+            table,
+            Settings {
+                expose_backend: true,
+                ..Settings::default()
+            },
+        )
+        .await
+    }
+
+    pub async fn start_with(table: &str, settings: Settings) -> Self {
+        let applier = Applier::new(State::new());
+        applier
+            .apply(table.as_bytes(), "test")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (addr, admin_addr) = (proxy.local_addr().unwrap(), admin.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let listeners = Listeners {
+            proxy: vec![proxy],
+            admin: Some(admin),
+        };
+        let task = tokio::spawn(switchyard_proxy::run(
+            listeners,
+            applier.clone(),
+            settings,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            addr,
+            admin: admin_addr,
+            applier,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Applies a new table, panicking if it is rejected.
+    pub fn apply(&self, table: &str) {
+        self.applier
+            .apply(table.as_bytes(), "test")
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Stops the proxy and fails the test if its task panicked.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(DEADLINE, task)
+                .await
+                .expect("proxy shut down within the deadline")
+                .expect("proxy task did not panic");
+        }
+    }
+}
+
+/// Polls `check` until it returns true, failing after [`DEADLINE`].
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = tokio::time::Instant::now();
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A native table with backends `blue` and `green` at the given addresses
+/// (green speaks `green_protocol`) and the given routes.
+pub fn table(blue: SocketAddr, green: SocketAddr, routes: &str) -> String {
+    format!(
+        "backends:\n  blue: {{ endpoints: [\"{blue}\"] }}\n  green: {{ endpoints: [\"{green}\"] }}\nroutes:\n{routes}"
+    )
+}
