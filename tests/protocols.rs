@@ -1,5 +1,7 @@
 //! Protocols end to end: HTTP/1.1 keep-alive, HTTP/2 both sides, gRPC-style
 //! trailers, WebSocket, large streamed bodies, proxy header hygiene.
+// Helpers in test files: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
@@ -24,7 +26,10 @@ fn with_green_http2(text: String) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_keep_alive_forwards_with_proxy_headers_and_strips_hop_by_hop() {
-    let (blue, green) = (TestBackend::start("blue").await, TestBackend::start("green").await);
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
     let proxy = TestProxy::start(&table(blue.addr, green.addr, TO_BLUE)).await;
     let mut client = Client::http1(proxy.addr).await;
     for _ in 0..100 {
@@ -47,7 +52,10 @@ async fn http1_keep_alive_forwards_with_proxy_headers_and_strips_hop_by_hop() {
     assert_eq!(reply.headers["x-switchyard-backend"], "blue");
     let seen = blue.seen().pop().unwrap();
     assert_eq!(seen.uri, "/path?q=1");
-    assert_eq!(seen.headers["host"], format!("app.test:{}", proxy.addr.port()));
+    assert_eq!(
+        seen.headers["host"],
+        format!("app.test:{}", proxy.addr.port())
+    );
     assert_eq!(seen.headers["x-request-id"], "req-123");
     assert_eq!(seen.headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
     assert_eq!(seen.headers["x-forwarded-proto"], "http");
@@ -58,13 +66,19 @@ async fn http1_keep_alive_forwards_with_proxy_headers_and_strips_hop_by_hop() {
     let reply = client.get("/", &[]).await;
     let id = reply.headers["x-request-id"].to_str().unwrap().to_owned();
     assert_eq!(id.len(), 36);
-    assert_eq!(blue.seen().pop().unwrap().headers["x-request-id"], id.as_str());
+    assert_eq!(
+        blue.seen().pop().unwrap().headers["x-request-id"],
+        id.as_str()
+    );
     proxy.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_client_to_http1_and_http2_backends() {
-    let (blue, green) = (TestBackend::start("blue").await, TestBackend::start("green").await);
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
     let proxy = TestProxy::start(&with_green_http2(table(blue.addr, green.addr, TO_BLUE))).await;
     let mut client = Client::http2(proxy.addr).await;
     for _ in 0..50 {
@@ -73,10 +87,16 @@ async fn http2_client_to_http1_and_http2_backends() {
     }
     let to_blue = blue.seen().pop().unwrap();
     assert_eq!(to_blue.version, Version::HTTP_11);
-    assert_eq!(to_blue.headers["host"], format!("app.test:{}", proxy.addr.port()));
+    assert_eq!(
+        to_blue.headers["host"],
+        format!("app.test:{}", proxy.addr.port())
+    );
     let to_green = green.seen().pop().unwrap();
     assert_eq!(to_green.version, Version::HTTP_2);
-    assert_eq!(to_green.uri, format!("http://app.test:{}/green", proxy.addr.port()));
+    assert_eq!(
+        to_green.uri,
+        format!("http://app.test:{}/green", proxy.addr.port())
+    );
 
     // An HTTP/1.1 client also reaches the HTTP/2 backend.
     let mut h1 = Client::http1(proxy.addr).await;
@@ -94,7 +114,10 @@ async fn curl_with_http2_prior_knowledge_when_installed() {
         println!("skipped: this curl has no HTTP/2");
         return;
     }
-    let (blue, green) = (TestBackend::start("blue").await, TestBackend::start("green").await);
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
     let proxy = TestProxy::start(&table(blue.addr, green.addr, TO_BLUE)).await;
     let url = format!("http://{}/green", proxy.addr);
     let output = tokio::process::Command::new("curl")
@@ -110,7 +133,10 @@ async fn curl_with_http2_prior_knowledge_when_installed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_style_trailers_pass_both_ways() {
-    let (blue, green) = (TestBackend::start("blue").await, TestBackend::start("green").await);
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
     let routes = "  - name: grpc\n    rules: [{ backend: green }]\n";
     let proxy = TestProxy::start(&with_green_http2(table(blue.addr, green.addr, routes))).await;
     let mut client = Client::http2(proxy.addr).await;
@@ -122,20 +148,32 @@ async fn grpc_style_trailers_pass_both_ways() {
     ];
     let body = BodyExt::boxed(StreamBody::new(futures_util::stream::iter(frames)));
     let reply = client
-        .send(Method::POST, "/trailers", &[("content-type", "application/grpc"), ("te", "trailers")], body)
+        .send(
+            Method::POST,
+            "/trailers",
+            &[("content-type", "application/grpc"), ("te", "trailers")],
+            body,
+        )
         .await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.text(), "ok");
     let trailers = reply.trailers.expect("response trailers arrive");
     assert_eq!(trailers["grpc-status"], "0");
     assert_eq!(trailers["x-echo-trailer"], "from-client");
-    assert_eq!(green.seen().pop().unwrap().headers["te"], "trailers", "te: trailers is kept for gRPC");
+    assert_eq!(
+        green.seen().pop().unwrap().headers["te"],
+        "trailers",
+        "te: trailers is kept for gRPC"
+    );
     proxy.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_echo_through_the_proxy() {
-    let (blue, green) = (TestBackend::start("blue").await, TestBackend::start("green").await);
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
     let proxy = TestProxy::start(&table(blue.addr, green.addr, TO_BLUE)).await;
     let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     let url = format!("ws://app.test:{}/ws", proxy.addr.port());
@@ -148,8 +186,14 @@ async fn websocket_echo_through_the_proxy() {
         let echoed = socket.next().await.unwrap().unwrap();
         assert_eq!(echoed.into_text().unwrap().as_str(), text);
     }
-    socket.send(Message::binary(vec![0u8, 1, 2, 255])).await.unwrap();
-    assert_eq!(socket.next().await.unwrap().unwrap().into_data().as_ref(), &[0u8, 1, 2, 255]);
+    socket
+        .send(Message::binary(vec![0u8, 1, 2, 255]))
+        .await
+        .unwrap();
+    assert_eq!(
+        socket.next().await.unwrap().unwrap().into_data().as_ref(),
+        &[0u8, 1, 2, 255]
+    );
     socket.close(None).await.unwrap();
     proxy.shutdown().await;
 }
@@ -166,7 +210,10 @@ fn peak_rss_kib() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_256_mib_upload_and_download_stream_without_buffering() {
     const SIZE: u64 = 256 * 1024 * 1024;
-    let (blue, green) = (TestBackend::start("blue").await, TestBackend::start("green").await);
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
     let proxy = TestProxy::start(&table(blue.addr, green.addr, TO_BLUE)).await;
     let before = peak_rss_kib();
     static CHUNK: [u8; 64 * 1024] = [7u8; 64 * 1024];
@@ -178,7 +225,12 @@ async fn a_256_mib_upload_and_download_stream_without_buffering() {
     assert_eq!(reply.text(), format!("received {SIZE}"));
 
     let response = client
-        .request(Method::GET, &format!("/download?bytes={SIZE}"), &[], BodyExt::boxed(http_body_util::Empty::new()))
+        .request(
+            Method::GET,
+            &format!("/download?bytes={SIZE}"),
+            &[],
+            BodyExt::boxed(http_body_util::Empty::new()),
+        )
         .await;
     assert_eq!(response.status(), 200);
     let mut body = response.into_body();

@@ -1,5 +1,7 @@
 //! Splitting end to end: weights, sequence mode, header rules, matches,
 //! cohorts. Client sends / backend sees / client gets, over real sockets.
+// Helpers in test files: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
@@ -26,7 +28,7 @@ async fn count_backends(proxy: &TestProxy, n: usize, connections: usize) -> Hash
     }
     let mut total: HashMap<String, usize> = HashMap::new();
     for task in tasks {
-        for (name, count) in task.await.unwrap() {
+        for (name, count) in task.await.expect("counting task did not panic") {
             *total.entry(name).or_default() += count;
         }
     }

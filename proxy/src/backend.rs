@@ -73,21 +73,22 @@ impl Backend {
         avoid: Option<&Arc<Endpoint>>,
     ) -> Option<Arc<Endpoint>> {
         let endpoints = self.endpoints.load();
-        let candidates: Vec<&Arc<Endpoint>> = match avoid {
-            Some(avoid) if endpoints.len() > 1 => endpoints
-                .iter()
-                .filter(|e| !Arc::ptr_eq(e, avoid))
-                .collect(),
-            _ => endpoints.iter().collect(),
+        let skip = avoid
+            .filter(|_| endpoints.len() > 1)
+            .and_then(|avoid| endpoints.iter().position(|e| Arc::ptr_eq(e, avoid)));
+        // Candidates are the endpoints without `skip`, indexed 0..n.
+        let n = endpoints.len() - usize::from(skip.is_some());
+        let candidate = |i: usize| match skip {
+            Some(skipped) if i >= skipped => &endpoints[i + 1],
+            _ => &endpoints[i],
         };
-        match candidates.len() {
+        match n {
             0 => None,
-            1 => Some(candidates[0].clone()),
+            1 => Some(candidate(0).clone()),
             n => {
                 let first = (random % n as u64) as usize;
                 let offset = 1 + ((random >> 32) % (n as u64 - 1)) as usize;
-                let second = (first + offset) % n;
-                let (a, b) = (candidates[first], candidates[second]);
+                let (a, b) = (candidate(first), candidate((first + offset) % n));
                 Some(if b.in_flight() < a.in_flight() { b } else { a }.clone())
             }
         }

@@ -1,6 +1,7 @@
 //! Header hygiene between hops: hop-by-hop removal, forwarding headers,
 //! request ids.
 
+use std::fmt::Write;
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -37,6 +38,11 @@ pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
 /// With `keep_upgrade`, `Upgrade` and `Connection: upgrade` stay (the tunnel
 /// is negotiated end to end). `te: trailers` stays: gRPC needs it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // The common case: nothing to strip. One pass over the (few) names is
+    // cheaper than a hash lookup per hop-by-hop name.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -82,12 +88,14 @@ pub fn add_forwarding(
     proto: &'static str,
     forwarded: bool,
 ) {
-    let client_text = client.to_string();
-    let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {client_text}"),
-        None => client_text.clone(),
+    let mut xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(existing) => format!("{existing}, "),
+        None => String::with_capacity(39),
     };
-    if let Ok(value) = HeaderValue::from_str(&xff) {
+    // Writing to a String cannot fail.
+    let _ = write!(xff, "{client}");
+    // From a String the value takes the buffer over without copying.
+    if let Ok(value) = HeaderValue::try_from(xff) {
         headers.insert(X_FORWARDED_FOR, value);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
@@ -96,7 +104,7 @@ pub fn add_forwarding(
             IpAddr::V4(v4) => v4.to_string(),
             IpAddr::V6(v6) => format!("\"[{v6}]\""),
         };
-        if let Ok(value) = HeaderValue::from_str(&format!("for={node};proto={proto}")) {
+        if let Ok(value) = HeaderValue::try_from(format!("for={node};proto={proto}")) {
             headers.append(header::FORWARDED, value);
         }
     }

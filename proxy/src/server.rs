@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
-use http::uri::{PathAndQuery, Scheme, Uri};
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version, request};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -131,17 +131,6 @@ impl Proxy {
         {
             parts.headers.insert(DECISION_HEADER, name);
         }
-        let authority = parts
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| {
-                parts
-                    .headers
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-            });
         let path = parts
             .uri
             .path_and_query()
@@ -149,10 +138,11 @@ impl Proxy {
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         match backend.protocol() {
             Protocol::Http1 => {
+                // HTTP/2 clients send `:authority` instead of `Host`.
                 if !parts.headers.contains_key(header::HOST)
-                    && let Some(authority) = &authority
+                    && let Some(authority) = parts.uri.authority()
                 {
-                    let host = HeaderValue::from_str(authority)
+                    let host = HeaderValue::from_str(authority.as_str())
                         .map_err(|_| ProxyError::BadRequest("invalid authority"))?;
                     parts.headers.insert(header::HOST, host);
                 }
@@ -160,7 +150,14 @@ impl Proxy {
                 parts.version = Version::HTTP_11;
             }
             Protocol::Http2 => {
-                let authority = authority.ok_or(ProxyError::BadRequest("missing Host"))?;
+                let authority = match parts.uri.authority() {
+                    Some(authority) => authority.clone(),
+                    None => parts
+                        .headers
+                        .get(header::HOST)
+                        .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+                        .ok_or(ProxyError::BadRequest("missing or invalid Host"))?,
+                };
                 parts.uri = Uri::builder()
                     .scheme(Scheme::HTTP)
                     .authority(authority)

@@ -2,7 +2,7 @@
 //! (in-process, on 127.0.0.1 ports from `bind(:0)`), and real clients.
 // Test helpers: a panic is the failure report, so unwrap is the point; not
 // every test file uses every helper.
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+#![allow(dead_code, unused_imports, unreachable_pub, clippy::unwrap_used)]
 
 pub mod backend;
 pub mod client;

@@ -91,13 +91,19 @@ pub(super) fn demo(listen: &str, admin: &str) -> ExitCode {
 }
 
 fn build_runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
-    if let Some(workers) = workers {
-        anyhow::ensure!(workers > 0, "--workers must be at least 1");
-        builder.worker_threads(workers);
-    }
-    Ok(builder.build()?)
+    let mut builder = match workers {
+        // One worker: a current-thread runtime does the same work without the
+        // cross-thread scheduler's atomics and wake-ups.
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(0) => anyhow::bail!("--workers must be at least 1"),
+        Some(workers) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(workers);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    Ok(builder.enable_all().build()?)
 }
 
 async fn bind(listen: &[String], admin: &str) -> anyhow::Result<Listeners> {
@@ -171,6 +177,7 @@ fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }

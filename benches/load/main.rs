@@ -1,0 +1,278 @@
+//! `switchyard-load`: the end-to-end load bench, Switchyard side by side with
+//! nginx and HAProxy (when installed) and with no proxy at all.
+//!
+//! Two fast in-process hyper backends; each proxy gets the same job (one
+//! worker, upstream keep-alive, 50/50 split) and runs pinned to CPU 1 while
+//! wrk and the backends share CPU 0. Rounds are interleaved (A B C A B C...)
+//! and the table reports medians with the min-max spread. CPU per request
+//! (the proxy's utime+stime from /proc over the run, divided by the requests
+//! wrk completed) is the figure that still separates proxies once the load
+//! core saturates.
+//!
+//! Run it as the README says:
+//! `cargo build --release --workspace && taskset -c 0 target/release/switchyard-load`
+//! Everything is on 127.0.0.1, bounded in time, and every process it starts
+//! is stopped by PID.
+
+mod backend;
+mod measure;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use measure::{Run, Summary};
+
+struct Options {
+    rounds: usize,
+    duration: Duration,
+    connections: usize,
+    proxy_bin: PathBuf,
+}
+
+/// A thing to measure: a proxy to start, or the backend directly.
+struct Target {
+    name: &'static str,
+    start: Option<Box<dyn Fn(&str) -> std::io::Result<Child>>>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let options = parse_args()?;
+    anyhow::ensure!(which("wrk"), "wrk is not installed (apt-get install wrk)");
+    anyhow::ensure!(
+        options.proxy_bin.exists(),
+        "{} not found: build it with `cargo build --release -p switchyard-proxy`",
+        options.proxy_bin.display()
+    );
+    if !pinned_to_cpu0() {
+        eprintln!(
+            "warning: run under `taskset -c 0` so wrk and the backends stay off the proxy's CPU"
+        );
+    }
+    let backends = backend::start_pair()?;
+    let dir = tempdir()?;
+    let (blue, green) = (backends.blue.to_string(), backends.green.to_string());
+    std::fs::write(
+        dir.join("table.yaml"),
+        format!(
+            "backends:\n  blue: {{ endpoints: [\"{blue}\"] }}\n  green: {{ endpoints: [\"{green}\"] }}\nroutes:\n  - name: bench\n    rules:\n      - split: {{ weights: {{ blue: 500000, green: 500000 }} }}\n"
+        ),
+    )?;
+    let peers_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/peers");
+    let fill = |template: &str, listen: &str| -> anyhow::Result<PathBuf> {
+        let text = std::fs::read_to_string(peers_dir.join(format!("{template}.in")))?
+            .replace("@DIR@", &dir.display().to_string())
+            .replace("@BLUE@", &blue)
+            .replace("@GREEN@", &green)
+            .replace("@LISTEN@", listen);
+        let path = dir.join(template);
+        std::fs::write(&path, text)?;
+        Ok(path)
+    };
+
+    let mut targets: Vec<Target> = vec![Target {
+        name: "direct",
+        start: None,
+    }];
+    {
+        let bin = options.proxy_bin.clone();
+        let table = dir.join("table.yaml");
+        let admin_dir = dir.clone();
+        targets.push(Target {
+            name: "switchyard",
+            start: Some(Box::new(move |listen| {
+                let _ = &admin_dir;
+                pinned(&bin)
+                    .args(["run", "--workers", "1", "--table"])
+                    .arg(&table)
+                    .args(["--listen", listen, "--admin", "127.0.0.1:0"])
+                    .env("RUST_LOG", "warn")
+                    .spawn()
+            })),
+        });
+    }
+    if which("nginx") {
+        let config = fill("nginx.conf", "127.0.0.1:@PORT@")?;
+        targets.push(Target {
+            name: "nginx",
+            start: Some(Box::new(move |listen| {
+                let text = std::fs::read_to_string(&config)?.replace("127.0.0.1:@PORT@", listen);
+                let path = config.with_extension("run.conf");
+                std::fs::write(&path, text)?;
+                pinned("nginx").arg("-c").arg(&path).spawn()
+            })),
+        });
+    } else {
+        eprintln!("nginx not installed: skipped (apt-get install nginx)");
+    }
+    if which("haproxy") {
+        let config = fill("haproxy.cfg", "127.0.0.1:@PORT@")?;
+        targets.push(Target {
+            name: "haproxy",
+            start: Some(Box::new(move |listen| {
+                let text = std::fs::read_to_string(&config)?.replace("127.0.0.1:@PORT@", listen);
+                let path = config.with_extension("run.cfg");
+                std::fs::write(&path, text)?;
+                pinned("haproxy").arg("-db").arg("-f").arg(&path).spawn()
+            })),
+        });
+    } else {
+        eprintln!("haproxy not installed: skipped (apt-get install haproxy)");
+    }
+
+    let mut runs: Vec<Vec<Run>> = targets.iter().map(|_| Vec::new()).collect();
+    for round in 1..=options.rounds {
+        for (index, target) in targets.iter().enumerate() {
+            let run = measure_target(target, &backends.blue.to_string(), &options)?;
+            eprintln!(
+                "round {round}/{} {:<10} {:>9.0} req/s {:>6.1} us/req p50 {:>7.0} us p99 {:>7.0} us",
+                options.rounds,
+                target.name,
+                run.requests_per_second,
+                run.cpu_us_per_request.unwrap_or(f64::NAN),
+                run.p50_us,
+                run.p99_us
+            );
+            runs[index].push(run);
+        }
+    }
+    let summaries: Vec<Summary> = targets
+        .iter()
+        .zip(&runs)
+        .map(|(t, r)| Summary::of(t.name, r))
+        .collect();
+    println!("{}", measure::markdown(&summaries, &options_line(&options)));
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn measure_target(target: &Target, direct: &str, options: &Options) -> anyhow::Result<Run> {
+    let Some(start) = &target.start else {
+        return measure::wrk(direct, None, options.duration, options.connections);
+    };
+    let port = free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = start(&listen)?;
+    let ready = wait_ready(&listen, Duration::from_secs(10));
+    let result = if ready {
+        // A short warm-up so pools and caches are filled before measuring.
+        let _ = measure::wrk(&listen, None, Duration::from_secs(1), options.connections);
+        measure::wrk(
+            &listen,
+            Some(child.id()),
+            options.duration,
+            options.connections,
+        )
+    } else {
+        Err(anyhow::anyhow!(
+            "{} did not become ready on {listen}",
+            target.name
+        ))
+    };
+    stop(&mut child);
+    result
+}
+
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn wait_ready(listen: &str, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if measure::probe(listen) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn pinned(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new("taskset");
+    command
+        .args(["-c", "1"])
+        .arg(program)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+fn which(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn pinned_to_cpu0() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Cpus_allowed_list:")
+                    .map(|v| v.trim() == "0")
+            })
+        })
+        .unwrap_or(false)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn tempdir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("switchyard-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn options_line(o: &Options) -> String {
+    format!(
+        "{} rounds of {}s, wrk -t1 -c{}, proxies pinned to CPU 1, wrk and backends to CPU 0",
+        o.rounds,
+        o.duration.as_secs(),
+        o.connections
+    )
+}
+
+fn parse_args() -> anyhow::Result<Options> {
+    let mut options = Options {
+        rounds: 5,
+        duration: Duration::from_secs(10),
+        connections: 64,
+        proxy_bin: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("target/release/switchyard-proxy"),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || {
+            args.next()
+                .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--rounds" => options.rounds = value()?.parse()?,
+            "--duration" => options.duration = Duration::from_secs(value()?.parse()?),
+            "--connections" => options.connections = value()?.parse()?,
+            "--proxy-bin" => options.proxy_bin = PathBuf::from(value()?),
+            other => anyhow::bail!(
+                "unknown flag {other}; flags: --rounds N --duration SECONDS --connections N --proxy-bin PATH"
+            ),
+        }
+    }
+    Ok(options)
+}

@@ -1,0 +1,208 @@
+//! Running wrk, reading a process tree's CPU time, and summarising runs.
+
+use std::io::{Read, Write};
+use std::process::Command;
+use std::time::Duration;
+
+/// One measured run of one target.
+#[derive(Debug, Clone)]
+pub(crate) struct Run {
+    pub(crate) requests_per_second: f64,
+    pub(crate) cpu_us_per_request: Option<f64>,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
+}
+
+/// Medians and spreads of one target's runs.
+#[derive(Debug)]
+pub(crate) struct Summary {
+    name: &'static str,
+    rps: (f64, f64, f64),
+    cpu: Option<(f64, f64, f64)>,
+    p50: f64,
+    p99: f64,
+}
+
+/// Runs wrk against `target`; with `pid`, also measures that process tree's
+/// CPU time over the run.
+pub(crate) fn wrk(
+    target: &str,
+    pid: Option<u32>,
+    duration: Duration,
+    connections: usize,
+) -> anyhow::Result<Run> {
+    let before = pid.map(tree_cpu_ticks);
+    let output = Command::new("taskset")
+        .args(["-c", "0", "wrk", "-t1", "--latency"])
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{}s", duration.as_secs().max(1)))
+        .arg(format!("http://{target}/"))
+        .output()?;
+    let after = pid.map(tree_cpu_ticks);
+    let text = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(output.status.success(), "wrk failed: {text}");
+    anyhow::ensure!(!text.contains("Non-2xx"), "errors during the run: {text}");
+    let requests: f64 = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no request count in wrk output: {text}"))?;
+    let rps =
+        field(&text, "Requests/sec:").ok_or_else(|| anyhow::anyhow!("no Requests/sec: {text}"))?;
+    let cpu_us_per_request = match (before, after) {
+        (Some(before), Some(after)) => {
+            Some((after - before) as f64 / clock_ticks() * 1e6 / requests)
+        }
+        _ => None,
+    };
+    Ok(Run {
+        requests_per_second: rps,
+        cpu_us_per_request,
+        p50_us: latency_us(&text, "50%").unwrap_or(f64::NAN),
+        p99_us: latency_us(&text, "99%").unwrap_or(f64::NAN),
+    })
+}
+
+/// Whether a GET through `target` answers 200.
+pub(crate) fn probe(target: &str) -> bool {
+    let Ok(mut stream) = std::net::TcpStream::connect(target) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.starts_with("HTTP/1.1 200")
+}
+
+fn field(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(name))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn latency_us(text: &str, percentile: &str) -> Option<f64> {
+    let value = text
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix(percentile))?
+        .trim();
+    let (number, unit) = value.split_at(value.find(|c: char| c.is_ascii_alphabetic())?);
+    let number: f64 = number.parse().ok()?;
+    Some(match unit {
+        "us" => number,
+        "ms" => number * 1e3,
+        "s" => number * 1e6,
+        _ => return None,
+    })
+}
+
+/// utime + stime of `pid` and its direct children (nginx's worker), in ticks.
+fn tree_cpu_ticks(pid: u32) -> u64 {
+    let mut total = process_ticks(pid).unwrap_or(0);
+    // The pid is `taskset`'s, which execs the proxy in place: same pid.
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(child) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if parent_of(child) == Some(pid) {
+                total += process_ticks(child).unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: split after it.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+fn process_ticks(pid: u32) -> Option<u64> {
+    let fields = stat_fields(pid)?;
+    // After the name: state(0) ppid(1) ... utime(11) stime(12).
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn median_min_max(mut values: Vec<f64>) -> (f64, f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let median = if values.is_empty() {
+        f64::NAN
+    } else if values.len() % 2 == 1 {
+        values[values.len() / 2]
+    } else {
+        (values[values.len() / 2 - 1] + values[values.len() / 2]) / 2.0
+    };
+    (
+        median,
+        values.first().copied().unwrap_or(f64::NAN),
+        values.last().copied().unwrap_or(f64::NAN),
+    )
+}
+
+// === impl Summary ===
+
+impl Summary {
+    pub(crate) fn of(name: &'static str, runs: &[Run]) -> Self {
+        let cpu: Vec<f64> = runs.iter().filter_map(|r| r.cpu_us_per_request).collect();
+        Self {
+            name,
+            rps: median_min_max(runs.iter().map(|r| r.requests_per_second).collect()),
+            cpu: (!cpu.is_empty()).then(|| median_min_max(cpu)),
+            p50: median_min_max(runs.iter().map(|r| r.p50_us).collect()).0,
+            p99: median_min_max(runs.iter().map(|r| r.p99_us).collect()).0,
+        }
+    }
+}
+
+/// The results as one markdown table, with CPU ratios against the best peer.
+pub(crate) fn markdown(summaries: &[Summary], setup: &str) -> String {
+    let best_peer_cpu = summaries
+        .iter()
+        .filter(|s| s.name != "switchyard")
+        .filter_map(|s| s.cpu.map(|c| c.0))
+        .fold(f64::INFINITY, f64::min);
+    let mut out = format!(
+        "{setup}\n\n| target | req/s median (min-max) | proxy CPU us/req median (min-max) | CPU vs best peer | p50 / p99 latency (us) |\n|---|---|---|---|---|\n"
+    );
+    for s in summaries {
+        let cpu = s.cpu.map_or("-".to_owned(), |(m, lo, hi)| {
+            format!("{m:.1} ({lo:.1}-{hi:.1})")
+        });
+        let ratio = match s.cpu {
+            Some((m, _, _)) if best_peer_cpu.is_finite() => format!("{:.2}x", m / best_peer_cpu),
+            _ => "-".to_owned(),
+        };
+        out.push_str(&format!(
+            "| {} | {:.0} ({:.0}-{:.0}) | {cpu} | {ratio} | {:.0} / {:.0} |\n",
+            s.name, s.rps.0, s.rps.1, s.rps.2, s.p50, s.p99
+        ));
+    }
+    out
+}
