@@ -30,10 +30,13 @@ struct Options {
     proxy_bin: PathBuf,
 }
 
+/// Starts a proxy listening on the given address.
+type Starter = Box<dyn Fn(&str) -> std::io::Result<Child>>;
+
 /// A thing to measure: a proxy to start, or the backend directly.
 struct Target {
     name: &'static str,
-    start: Option<Box<dyn Fn(&str) -> std::io::Result<Child>>>,
+    start: Option<Starter>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -77,11 +80,9 @@ fn main() -> anyhow::Result<()> {
     {
         let bin = options.proxy_bin.clone();
         let table = dir.join("table.yaml");
-        let admin_dir = dir.clone();
         targets.push(Target {
             name: "switchyard",
             start: Some(Box::new(move |listen| {
-                let _ = &admin_dir;
                 pinned(&bin)
                     .args(["run", "--workers", "1", "--table"])
                     .arg(&table)
