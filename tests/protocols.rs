@@ -74,6 +74,27 @@ async fn http1_keep_alive_forwards_with_proxy_headers_and_strips_hop_by_hop() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_response_headers_are_stripped() {
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
+    let proxy = TestProxy::start(&table(blue.addr, green.addr, TO_BLUE)).await;
+    for mut client in [
+        Client::http1(proxy.addr).await,
+        Client::http2(proxy.addr).await,
+    ] {
+        let reply = client.get("/hop-by-hop", &[]).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.headers["x-public"], "yes");
+        for hop in ["x-internal", "keep-alive"] {
+            assert!(!reply.headers.contains_key(hop), "{hop} reached the client");
+        }
+    }
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_client_to_http1_and_http2_backends() {
     let (blue, green) = (
         TestBackend::start("blue").await,

@@ -226,3 +226,89 @@ async fn a_keyless_client_gets_a_cohort_cookie_that_keeps_it_on_its_version() {
     assert!(seen_backends.iter().all(|b| b == "blue" || b == "green"));
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cohort_key_from_the_query_sticks() {
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
+    let routes = "  - name: app\n    rules:\n      - split: { weights: { blue: 1, green: 1 }, cohort: { from: \"query:user\" } }\n";
+    let proxy = TestProxy::start(&table(blue.addr, green.addr, routes)).await;
+    let mut client = Client::http1(proxy.addr).await;
+    let mut sides = std::collections::HashSet::new();
+    for user in 0..20 {
+        let path = format!("/?user=u{user}&other=1");
+        let first = client.get(&path, &[]).await.text();
+        for _ in 0..10 {
+            assert_eq!(client.get(&path, &[]).await.text(), first, "{path} moved");
+        }
+        sides.insert(first);
+    }
+    assert_eq!(sides.len(), 2, "20 users at 50/50 land on both sides");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_decision_header_carries_the_version_to_the_next_hop() {
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
+    let routes =
+        "  - name: app\n    rules:\n      - split: { weights: { blue: 999999, green: 1 } }\n";
+    let text = table(blue.addr, green.addr, routes);
+    // The next hop trusts the header; the first hop sets it.
+    let trusting = TestProxy::start_with(
+        &text,
+        switchyard_proxy::Settings {
+            trust_decision_header: true,
+            set_decision_header: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut client = Client::http1(trusting.addr).await;
+    for _ in 0..20 {
+        let reply = client.get("/", &[("x-switchyard-decision", "green")]).await;
+        assert_eq!(
+            reply.text(),
+            "green",
+            "a trusted decision wins over the weights"
+        );
+    }
+    assert_eq!(
+        green.seen().pop().unwrap().headers["x-switchyard-decision"],
+        "green"
+    );
+    // A decision naming no backend of the split is ignored.
+    assert_eq!(
+        client
+            .get("/", &[("x-switchyard-decision", "purple")])
+            .await
+            .text(),
+        "blue"
+    );
+    assert_eq!(
+        blue.seen().pop().unwrap().headers["x-switchyard-decision"],
+        "blue"
+    );
+    trusting.shutdown().await;
+
+    // By default the header is neither trusted nor set.
+    let plain = TestProxy::start(&text).await;
+    let mut client = Client::http1(plain.addr).await;
+    assert_eq!(
+        client
+            .get("/", &[("x-switchyard-decision", "green")])
+            .await
+            .text(),
+        "blue"
+    );
+    let seen = blue.seen().pop().unwrap();
+    assert!(
+        !seen.headers.contains_key("x-switchyard-decision"),
+        "an untrusted decision is removed"
+    );
+    plain.shutdown().await;
+}

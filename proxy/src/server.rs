@@ -126,10 +126,14 @@ impl Proxy {
             "http",
             self.settings.forwarded_header,
         );
-        if self.settings.set_decision_header
-            && let Ok(name) = HeaderValue::from_str(backend.name())
-        {
-            parts.headers.insert(DECISION_HEADER, name);
+        if self.settings.set_decision_header {
+            if let Ok(name) = HeaderValue::from_str(backend.name()) {
+                parts.headers.insert(DECISION_HEADER, name);
+            }
+        } else if !self.settings.trust_decision_header {
+            // A decision this proxy neither made nor trusts must not reach a
+            // next hop that trusts it: that would let clients pick versions.
+            parts.headers.remove(DECISION_HEADER);
         }
         let path = parts
             .uri

@@ -35,6 +35,7 @@ pub struct Seen {
 /// Paths: `/upload` counts the request body; `/download?bytes=N` streams N
 /// bytes; `/trailers` echoes a request trailer as a response trailer with
 /// `grpc-status: 0`; `/hang` never answers; `/ws` is a WebSocket echo;
+/// `/hop-by-hop` answers with hop-by-hop headers the proxy must strip;
 /// anything else answers its name.
 pub struct TestBackend {
     pub name: &'static str,
@@ -143,6 +144,15 @@ async fn handle(
             response
         }
         "/hang" => std::future::pending().await,
+        "/hop-by-hop" => {
+            let mut response = full(name.to_owned());
+            let headers = response.headers_mut();
+            headers.insert("connection", HeaderValue::from_static("x-internal"));
+            headers.insert("x-internal", HeaderValue::from_static("secret"));
+            headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+            headers.insert("x-public", HeaderValue::from_static("yes"));
+            response
+        }
         "/ws" => websocket(&mut request),
         _ => full(name.to_owned()),
     };
