@@ -268,3 +268,38 @@ async fn a_256_mib_upload_and_download_stream_without_buffering() {
     assert!(growth_mib < 64, "peak memory grew by {growth_mib} MiB");
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
+    let settings = switchyard_proxy::Settings {
+        header_read_timeout: std::time::Duration::from_millis(300),
+        ..Default::default()
+    };
+    let proxy = TestProxy::start_with(&table(blue.addr, green.addr, TO_BLUE), settings).await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !response.ends_with(b"blue") {
+        let n = stream.read(&mut buffer).await.unwrap();
+        assert!(n > 0, "closed before the response");
+        response.extend_from_slice(&buffer[..n]);
+    }
+    // Now idle: the proxy closes it (EOF) once the timeout passes.
+    let closed = tokio::time::timeout(support::DEADLINE, stream.read(&mut buffer)).await;
+    assert_eq!(
+        closed
+            .expect("the proxy closed the idle connection")
+            .unwrap(),
+        0
+    );
+    proxy.shutdown().await;
+}

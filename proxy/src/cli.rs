@@ -62,6 +62,10 @@ pub(crate) struct RunArgs {
     /// Upstream connect timeout, like `5s`.
     #[arg(long)]
     connect_timeout: Option<String>,
+    /// Limit for reading a request's headers, which also closes idle
+    /// HTTP/1.1 keep-alive connections, like `30s`.
+    #[arg(long)]
+    header_read_timeout: Option<String>,
     /// Time open connections get to finish at shutdown, like `10s`.
     #[arg(long)]
     shutdown_grace: Option<String>,

@@ -16,18 +16,25 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use switchyard_config::spec::Protocol;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::backend::Backend;
 
 /// Most idle HTTP/1.1 connections kept per endpoint.
 const MAX_IDLE_PER_ENDPOINT: usize = 512;
 
+/// An idle pooled connection older than this is closed instead of reused:
+/// shorter than the usual server keep-alive timeouts (nginx 75s, Node 5s is
+/// the outlier), so a request rarely meets a connection the server is closing.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// One address of a backend, with its connections.
 #[derive(Debug)]
 pub struct Endpoint {
     addr: String,
     protocol: Protocol,
-    idle: Mutex<Vec<http1::SendRequest<Incoming>>>,
+    /// Idle connections, most recently used last, with when they went idle.
+    idle: Mutex<Vec<(http1::SendRequest<Incoming>, Instant)>>,
     shared_h2: tokio::sync::Mutex<Option<http2::SendRequest<Incoming>>>,
     in_flight: AtomicUsize,
     /// Set when the endpoint left the table: nothing goes back to its pool.
@@ -156,10 +163,14 @@ impl Endpoint {
 
     async fn take_idle(&self) -> Option<http1::SendRequest<Incoming>> {
         loop {
-            let candidate = self.idle.lock().ok()?.pop()?;
-            let mut candidate = candidate;
+            let (mut candidate, idle_since) = self.idle.lock().ok()?.pop()?;
             if candidate.is_closed() {
                 continue;
+            }
+            if idle_since.elapsed() > IDLE_TIMEOUT {
+                // The newest idle connection is too old, so all older ones are.
+                self.close_idle();
+                return None;
             }
             // An idle connection is ready at once; one the server closed
             // meanwhile fails here and is dropped.
@@ -176,7 +187,7 @@ impl Endpoint {
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < MAX_IDLE_PER_ENDPOINT
         {
-            idle.push(connection);
+            idle.push((connection, Instant::now()));
         }
     }
 
