@@ -110,13 +110,28 @@ fn push_unique(out: &mut Vec<u32>, seen: &mut HashSet<u32>, entries: &[u32]) {
     }
 }
 
+/// `name:digits` without the `:digits`; a short backwards scan, since
+/// ports are a few digits at the end.
+fn strip_port(host: &str) -> &str {
+    let bytes = host.as_bytes();
+    let mut i = bytes.len();
+    while i > 0 && bytes[i - 1].is_ascii_digit() {
+        i -= 1;
+    }
+    if i > 0 && i < bytes.len() && bytes[i - 1] == b':' {
+        &host[..i - 1]
+    } else {
+        host
+    }
+}
+
 /// Lowercase, without port or trailing dot. Borrows when already clean.
 pub(crate) fn normalize_host(host: &str) -> Cow<'_, str> {
     let without_port = if host.starts_with('[') {
         // [v6]:port keeps its brackets.
         host.find(']').map_or(host, |end| &host[..=end])
     } else {
-        host.rsplit_once(':').map_or(host, |(name, _)| name)
+        strip_port(host)
     };
     let trimmed = without_port.strip_suffix('.').unwrap_or(without_port);
     if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -136,6 +151,9 @@ mod tests {
         assert_eq!(normalize_host("shop.example.com."), "shop.example.com");
         assert_eq!(normalize_host("[::1]:80"), "[::1]");
         assert_eq!(normalize_host("127.0.0.1"), "127.0.0.1");
+        assert_eq!(normalize_host("127.0.0.1:80"), "127.0.0.1");
+        assert_eq!(normalize_host("host:"), "host:");
+        assert_eq!(normalize_host("host:8a"), "host:8a");
     }
 
     #[test]

@@ -104,7 +104,7 @@ impl Matcher {
     /// Whether the request satisfies every condition.
     pub(crate) fn matches(&self, head: &RequestHead<'_>) -> bool {
         let path_ok = match &self.path {
-            PathMatcher::Exact(value) => head.path == &**value,
+            PathMatcher::Exact(value) => short_eq(head.path.as_bytes(), value.as_bytes()),
             PathMatcher::Prefix(prefix) => prefix_matches(prefix, head.path),
             PathMatcher::Regex(regex) => regex.is_match(head.path),
         };
@@ -132,10 +132,37 @@ impl Matcher {
 
 /// Element-wise prefix: `/abc` matches `/abc`, `/abc/` and `/abc/d`, not `/abcd`.
 fn prefix_matches(prefix: &str, path: &str) -> bool {
-    if prefix.is_empty() {
+    let (prefix, path) = (prefix.as_bytes(), path.as_bytes());
+    let Some(last) = prefix.last() else {
         return true;
+    };
+    // Prefixes in one table often differ only at their end (`/api/v1`,
+    // `/api/v2`): checking that byte first rejects most candidates without a
+    // full comparison.
+    path.len() >= prefix.len()
+        && path[prefix.len() - 1] == *last
+        && matches!(path.get(prefix.len()), None | Some(b'/'))
+        && short_eq(&path[..prefix.len()], prefix)
+}
+
+/// Byte equality, compared eight bytes at a time inline: for the short
+/// strings of paths this beats a call to `memcmp`.
+fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
     }
-    path.starts_with(prefix) && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/'))
+    let mut a_chunks = a.chunks_exact(8);
+    let mut b_chunks = b.chunks_exact(8);
+    for (x, y) in a_chunks.by_ref().zip(b_chunks.by_ref()) {
+        if x.iter().zip(y).fold(0u8, |acc, (p, q)| acc | (p ^ q)) != 0 {
+            return false;
+        }
+    }
+    a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .all(|(p, q)| p == q)
 }
 
 // === impl ValueMatcher ===
@@ -183,6 +210,15 @@ mod tests {
         assert!(!prefix_matches("/abc", "/abcd"));
         assert!(!prefix_matches("/abc", "/ab"));
         assert!(prefix_matches("", "/anything"));
+    }
+
+    #[test]
+    fn short_eq_compares_every_byte() {
+        assert!(short_eq(b"", b""));
+        assert!(short_eq(b"/api/v2/items/long", b"/api/v2/items/long"));
+        assert!(!short_eq(b"/api/v2/items/long", b"/api/v2/items/lonG"));
+        assert!(!short_eq(b"/api/v2/Items/long", b"/api/v2/items/long"));
+        assert!(!short_eq(b"/api", b"/api/"));
     }
 
     #[test]
