@@ -233,6 +233,36 @@ impl CompiledTable {
         &self.backends[id.0 as usize]
     }
 
+    /// Each backend's share of traffic: the largest fraction of any rule's
+    /// requests it receives (1 for a rule that names it alone, 0 when it
+    /// takes no new requests). Indexed like [`CompiledTable::backends`].
+    pub fn backend_shares(&self) -> Vec<f64> {
+        let mut shares = vec![0.0f64; self.backends.len()];
+        for rule in self.rules.iter() {
+            match &rule.action {
+                Action::Backend(id) if self.backends[id.0 as usize].drain.is_none() => {
+                    shares[id.0 as usize] = 1.0;
+                }
+                Action::Split(split) => {
+                    let total: u64 = split
+                        .choices()
+                        .iter()
+                        .map(|c| u64::from(c.effective_weight))
+                        .sum();
+                    for choice in split.choices() {
+                        if let (Target::Backend(id), true) = (choice.target, total > 0) {
+                            let share = f64::from(choice.effective_weight) / total as f64;
+                            let slot = &mut shares[id.0 as usize];
+                            *slot = slot.max(share);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        shares
+    }
+
     /// Routes, in table order.
     pub fn routes(&self) -> &[CompiledRoute] {
         &self.routes
@@ -283,8 +313,9 @@ fn compile_action(
     let mut entries = Vec::with_capacity(split.weights.len() + split.unresolved.len());
     for (name, weight) in &split.weights {
         let id = *ids.get(name.as_str()).ok_or_else(|| unknown(name))?;
-        // TODO(#4): soft drain keeps sticky cohorts on a draining backend
-        // until its deadline; for now every drain is hard.
+        // A draining backend takes no share; soft drains let cohorts already
+        // on it stay, which the proxy decides per request (`Split::pick_with`)
+        // because the deadline is runtime state.
         let draining = backends[id.0 as usize].drain.is_some();
         let effective = if draining { 0 } else { *weight };
         entries.push((Target::Backend(id), name.as_str(), *weight, effective));

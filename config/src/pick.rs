@@ -127,16 +127,35 @@ impl Split {
     /// a uniform random number used only when there is no key and the mode is
     /// random. `None` when every effective weight is 0 (all draining).
     pub fn pick(&self, key: Option<&[u8]>, random: u64) -> Option<Picked> {
-        if self.total == 0 {
-            return None;
-        }
+        self.pick_with(key, random, |_| false)
+    }
+
+    /// [`Split::pick`], except that a cohort may still land on a draining
+    /// backend for which `soft_open` holds (a soft drain before its
+    /// deadline), as if it had its table weight: cohorts already on it stay,
+    /// nobody new arrives. Requests without a key never go there.
+    pub fn pick_with(
+        &self,
+        key: Option<&[u8]>,
+        random: u64,
+        soft_open: impl Fn(BackendId) -> bool,
+    ) -> Option<Picked> {
         if let (Some(key), Some(_)) = (key, &self.cohort) {
-            let candidates = self.choices.iter().map(|c| (c.seed, c.effective_weight));
+            let candidates = self.choices.iter().map(|c| {
+                let weight = match c.target {
+                    Target::Backend(id) if c.effective_weight == 0 && soft_open(id) => c.weight,
+                    _ => c.effective_weight,
+                };
+                (c.seed, weight)
+            });
             let index = cohort::rendezvous(key, candidates)?;
             return Some(Picked {
                 target: self.choices[index].target,
                 sticky: true,
             });
+        }
+        if self.total == 0 {
+            return None;
         }
         let point = match self.mode {
             SplitMode::Random => random,

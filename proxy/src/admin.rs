@@ -54,8 +54,16 @@ impl Admin {
             ("/config", Method::GET) => self.config(request.uri().query()),
             ("/backends", Method::GET) => self.backends(),
             ("/table", Method::POST) => self.post_table(request).await,
+            ("/healthcheck/fail", Method::POST) => {
+                self.applier.state().set_health_failed(true);
+                text(StatusCode::OK, "readiness now fails\n")
+            }
+            ("/healthcheck/ok", Method::POST) => {
+                self.applier.state().set_health_failed(false);
+                text(StatusCode::OK, "readiness restored\n")
+            }
             ("/live" | "/ready" | "/config" | "/backends", _) => method_not_allowed("GET"),
-            ("/table", _) => method_not_allowed("POST"),
+            ("/table" | "/healthcheck/fail" | "/healthcheck/ok", _) => method_not_allowed("POST"),
             _ => text(StatusCode::NOT_FOUND, "unknown admin path\n"),
         }
     }
@@ -116,8 +124,9 @@ impl Admin {
                 json!({
                     "name": backend.name(),
                     "protocol": compiled.protocol,
-                    "state": if compiled.drain.is_some() { "draining" } else { "active" },
-                    "in_flight": backend.in_flight(),
+                    "state": backend.drain_status().state,
+                    "drain": backend.drain_status(),
+                    "in_flight_requests": (backend.in_flight() - backend.open_tunnels()).max(0),
                     "endpoints": endpoints,
                 })
             })

@@ -5,8 +5,9 @@
 //! left: their idle connections close at once, in-flight requests finish.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use switchyard_config::CompiledTable;
@@ -14,20 +15,34 @@ use switchyard_config::spec::Protocol;
 
 use crate::upstream::Endpoint;
 
+mod drain;
+
+pub(crate) use drain::Drain;
+pub use drain::DrainStatus;
+
 /// One backend (a version of a service) and its endpoints.
 #[derive(Debug)]
 pub struct Backend {
     name: String,
     protocol: Protocol,
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
+    /// Requests and tunnels running on the backend.
     in_flight: AtomicI64,
+    drain: Drain,
 }
 
 /// Backends by identity (name and protocol).
 #[derive(Debug, Default)]
 pub struct Registry {
     backends: Mutex<HashMap<(String, Protocol), Arc<Backend>>>,
+    /// Each backend's share in the table before the last swap.
+    shares: Mutex<HashMap<(String, Protocol), f64>>,
+    /// Window over which tunnels beyond a lowered share are closed.
+    rebalance_window_ms: AtomicU64,
 }
+
+/// Default window for closing tunnels after a backend's share falls.
+pub const DEFAULT_REBALANCE_WINDOW: Duration = Duration::from_secs(30);
 
 // === impl Backend ===
 
@@ -38,6 +53,7 @@ impl Backend {
             protocol,
             endpoints: ArcSwap::from_pointee(Vec::new()),
             in_flight: AtomicI64::new(0),
+            drain: Drain::default(),
         }
     }
 
@@ -51,13 +67,16 @@ impl Backend {
         self.protocol
     }
 
-    /// Requests in flight on this backend.
+    /// Requests and tunnels running on this backend.
     pub fn in_flight(&self) -> i64 {
         self.in_flight.load(Ordering::Relaxed)
     }
 
     pub(crate) fn in_flight_add(&self, delta: i64) {
-        self.in_flight.fetch_add(delta, Ordering::Relaxed);
+        let now = self.in_flight.fetch_add(delta, Ordering::AcqRel) + delta;
+        if now == 0 && delta < 0 {
+            self.check_drained();
+        }
     }
 
     /// Current endpoints.
@@ -122,6 +141,74 @@ impl Backend {
 // === impl Registry ===
 
 impl Registry {
+    /// Sets the window over which tunnels beyond a lowered share are closed.
+    pub fn set_rebalance_window(&self, window: Duration) {
+        self.rebalance_window_ms
+            .store(window.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn rebalance_window(&self) -> Duration {
+        match self.rebalance_window_ms.load(Ordering::Relaxed) {
+            0 => DEFAULT_REBALANCE_WINDOW,
+            ms => Duration::from_millis(ms),
+        }
+    }
+
+    /// Tunnels pinned to a backend whose share fell are closed in proportion
+    /// (share 0.5 -> 0.25: half of them), one at a time over the window, so
+    /// clients reconnect gradually instead of all at once or never.
+    fn rebalance_tunnels(&self, table: &CompiledTable, indexed: &[Arc<Backend>]) {
+        let new_shares = table.backend_shares();
+        let mut shares = match self.shares.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let window = self.rebalance_window();
+        let mut next = HashMap::with_capacity(indexed.len());
+        for (backend, new_share) in indexed.iter().zip(new_shares) {
+            let key = (backend.name().to_owned(), backend.protocol());
+            if let Some(old_share) = shares.get(&key).copied()
+                && new_share < old_share
+                && !backend.is_draining()
+            {
+                let open = backend.open_tunnels().max(0) as f64;
+                let excess = (open * (1.0 - new_share / old_share)).round() as usize;
+                let closing = backend.close_tunnels_gradually(excess, window);
+                if closing > 0 {
+                    tracing::info!(
+                        backend = backend.name(),
+                        closing,
+                        ?window,
+                        "share fell; closing tunnels gradually"
+                    );
+                }
+            }
+            next.insert(key, new_share);
+        }
+        *shares = next;
+    }
+
+    /// Open tunnels across all backends.
+    pub fn open_tunnels(&self) -> i64 {
+        let backends = match self.backends.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        backends.values().map(|b| b.open_tunnels()).sum()
+    }
+
+    /// Closes every tunnel of every backend (the end of a shutdown: hyper
+    /// no longer tracks upgraded connections, so the proxy does).
+    pub fn close_all_tunnels(&self) {
+        let backends = match self.backends.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for backend in backends.values() {
+            backend.close_tunnels_now();
+        }
+    }
+
     /// Makes the registry match `table` and returns its backends indexed
     /// like [`CompiledTable::backends`].
     pub fn sync(&self, table: &CompiledTable) -> Box<[Arc<Backend>]> {
@@ -137,12 +224,7 @@ impl Registry {
                 Arc::new(Backend::new(compiled.name.clone(), compiled.protocol))
             });
             backend.set_endpoints(&compiled.endpoints);
-            if compiled.drain.is_some() {
-                // TODO(#4): track draining state, deadlines and completion.
-                for endpoint in backend.endpoints().iter() {
-                    endpoint.close_idle();
-                }
-            }
+            backend.set_drain(compiled.drain.as_ref());
             indexed.push(backend.clone());
             next.insert(key, backend);
         }
@@ -150,6 +232,8 @@ impl Registry {
             left.retire();
         }
         *backends = next;
+        drop(backends);
+        self.rebalance_tunnels(table, &indexed);
         indexed.into_boxed_slice()
     }
 }

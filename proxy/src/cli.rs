@@ -66,6 +66,13 @@ pub(crate) struct RunArgs {
     /// HTTP/1.1 keep-alive connections, like `30s`.
     #[arg(long)]
     header_read_timeout: Option<String>,
+    /// After SIGTERM, keep accepting this long while /ready fails, like `5s`
+    /// (match the pod's preStop sleep).
+    #[arg(long)]
+    drain_delay: Option<String>,
+    /// Window over which tunnels beyond a lowered share are closed, like `30s`.
+    #[arg(long)]
+    tunnel_rebalance_window: Option<String>,
     /// Time open connections get to finish at shutdown, like `10s`.
     #[arg(long)]
     shutdown_grace: Option<String>,

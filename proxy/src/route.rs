@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderValue, Response, StatusCode, request};
-use switchyard_config::compile::Action;
+use switchyard_config::compile::{Action, BackendId};
 use switchyard_config::pick::Split;
 use switchyard_config::{RequestHead, Target};
 
@@ -61,7 +61,9 @@ pub(crate) fn decide(
             let target = match trusted_decision(snapshot, split, parts, settings) {
                 Some(target) => target,
                 None => {
-                    let (target, cookie) = pick(split, &head);
+                    let soft_open =
+                        |id: BackendId| snapshot.backends[id.0 as usize].soft_drain_open();
+                    let (target, cookie) = pick(split, &head, soft_open);
                     set_cookie = cookie;
                     target.ok_or(ProxyError::AllDraining)?
                 }
@@ -82,13 +84,22 @@ pub(crate) fn decide(
 
 /// Picks by cohort key, assigning one (and a cookie) when configured and the
 /// request has none; otherwise by weight.
-fn pick(split: &Split, head: &RequestHead<'_>) -> (Option<Target>, Option<HeaderValue>) {
+fn pick(
+    split: &Split,
+    head: &RequestHead<'_>,
+    soft_open: impl Fn(BackendId) -> bool,
+) -> (Option<Target>, Option<HeaderValue>) {
     let random = rand::random::<u64>();
     let Some(cohort) = split.cohort() else {
         return (split.pick(None, random).map(|p| p.target), None);
     };
     if let Some(key) = cohort.key(head) {
-        return (split.pick(Some(&key), random).map(|p| p.target), None);
+        return (
+            split
+                .pick_with(Some(&key), random, soft_open)
+                .map(|p| p.target),
+            None,
+        );
     }
     let Some(assign) = cohort.assign_cookie() else {
         return (split.pick(None, random).map(|p| p.target), None);

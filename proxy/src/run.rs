@@ -13,6 +13,9 @@ use crate::server::Proxy;
 use crate::settings::Settings;
 use crate::state::Applier;
 
+/// How often shutdown checks whether tunnels are still open.
+const TUNNEL_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Bound sockets, ready to accept.
 #[derive(Debug)]
 pub struct Listeners {
@@ -22,17 +25,25 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
 }
 
-/// Serves until `shutdown` completes, then stops accepting and lets open
-/// connections finish for up to `settings.shutdown_grace`.
+/// Serves until `shutdown` completes; then, as Kubernetes expects: `/ready`
+/// fails at once, accepting goes on for `settings.drain_delay` (a `preStop`
+/// sleep), then listeners close, HTTP/2 connections get GOAWAY and HTTP/1.1
+/// responses `Connection: close`, idle connections close, and open work gets
+/// up to `settings.shutdown_grace`; tunnels still open then are closed.
 pub async fn run(
     listeners: Listeners,
     applier: Applier,
     settings: Settings,
     shutdown: impl Future<Output = ()>,
 ) {
+    applier
+        .state()
+        .registry()
+        .set_rebalance_window(settings.tunnel_rebalance_window);
     let settings = Arc::new(settings);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
+    let applier_state = applier.state().clone();
     let proxy = Arc::new(Proxy::new(applier.state().clone(), settings.clone()));
     for listener in listeners.proxy {
         let proxy = proxy.clone();
@@ -65,10 +76,23 @@ pub async fn run(
         ));
     }
     shutdown.await;
+    let state = applier_state.clone();
+    state.begin_shutdown();
+    if !settings.drain_delay.is_zero() {
+        tracing::info!(delay = ?settings.drain_delay, "readiness fails; still accepting during the drain delay");
+        tokio::time::sleep(settings.drain_delay).await;
+    }
     stop_tx.send_replace(true);
+    let deadline = tokio::time::Instant::now() + settings.shutdown_grace;
     while let Some(result) = tasks.join_next().await {
         if let Err(error) = result {
             tracing::error!(%error, "listener task failed");
         }
     }
+    // Tunnels left hyper's tracking when they were upgraded: give them the
+    // rest of the grace period, then close them.
+    while state.registry().open_tunnels() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(TUNNEL_POLL).await;
+    }
+    state.registry().close_all_tunnels();
 }

@@ -98,7 +98,13 @@ impl Proxy {
         if switching && let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             lease.detach_connection();
-            tokio::spawn(tunnel(client_upgrade, upstream_upgrade, lease));
+            let task = tokio::spawn(tunnel(
+                client_upgrade,
+                upstream_upgrade,
+                lease,
+                backend.clone(),
+            ));
+            backend.track_tunnel(task.abort_handle());
             let (parts, _) = response.into_parts();
             return Ok(Response::from_parts(parts, ProxyBody::empty()));
         }
@@ -252,8 +258,9 @@ fn upstream_failed(backend: &Backend, endpoint: &str, reason: String) -> ProxyEr
 
 /// Copies bytes both ways once both sides have switched protocols. The
 /// lease keeps the tunnel counted as in flight on its backend.
-async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, lease: Lease) {
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, lease: Lease, backend: Arc<Backend>) {
     let _in_flight = lease;
+    let _open = backend.tunnel_opened();
     match tokio::try_join!(client, upstream) {
         Ok((client, upstream)) => {
             let mut client = TokioIo::new(client);

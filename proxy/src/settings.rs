@@ -22,8 +22,14 @@ pub struct Settings {
     /// Bearer token required by `POST /table` on the admin listener; the
     /// endpoint is disabled without one.
     pub admin_token: Option<String>,
-    /// How long open connections may finish after shutdown starts.
+    /// After SIGTERM, how long to keep accepting while `/ready` already
+    /// fails, so load balancers stop sending first (match a `preStop` sleep).
+    pub drain_delay: Duration,
+    /// After the drain delay, how long open connections may finish.
     pub shutdown_grace: Duration,
+    /// When a backend's share falls, tunnels beyond its new share are
+    /// closed one by one over this window.
+    pub tunnel_rebalance_window: Duration,
 }
 
 impl Default for Settings {
@@ -36,7 +42,9 @@ impl Default for Settings {
             trust_decision_header: false,
             forwarded_header: false,
             admin_token: None,
+            drain_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(10),
+            tunnel_rebalance_window: crate::backend::DEFAULT_REBALANCE_WINDOW,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! validate, compile, sync the registry, publish. A rejected table leaves the
 //! current one serving.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -36,6 +37,10 @@ pub struct State {
     /// Serializes appliers (file watcher, signal, admin API).
     apply_lock: Mutex<()>,
     applied: watch::Sender<Option<Version>>,
+    /// Set at shutdown: `/ready` fails from then on.
+    shutting_down: AtomicBool,
+    /// Set by `POST /healthcheck/fail`, cleared by `POST /healthcheck/ok`.
+    health_failed: AtomicBool,
 }
 
 /// The outcome of a successful apply.
@@ -65,12 +70,42 @@ impl State {
             registry: Registry::default(),
             apply_lock: Mutex::new(()),
             applied: watch::channel(None).0,
+            shutting_down: AtomicBool::new(false),
+            health_failed: AtomicBool::new(false),
         })
     }
 
     /// The current snapshot; a request keeps this `Arc` until it ends.
     pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
         self.current.load_full()
+    }
+
+    /// Why the proxy is not ready, or `None` when it is.
+    pub fn not_ready_reason(&self) -> Option<&'static str> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            Some("shutting down")
+        } else if self.health_failed.load(Ordering::Relaxed) {
+            Some("health check failed by POST /healthcheck/fail")
+        } else if self.current.load().is_none() {
+            Some("no table loaded")
+        } else {
+            None
+        }
+    }
+
+    /// Starts shutdown: readiness fails from now on.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    /// Forces readiness to fail (`true`) or restores it (`false`).
+    pub fn set_health_failed(&self, failed: bool) {
+        self.health_failed.store(failed, Ordering::Relaxed);
+    }
+
+    /// The backend registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// Notified with each newly applied version.

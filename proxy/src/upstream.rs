@@ -16,6 +16,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use switchyard_config::spec::Protocol;
 use tokio::net::TcpStream;
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::backend::Backend;
@@ -39,6 +40,8 @@ pub struct Endpoint {
     in_flight: AtomicUsize,
     /// Set when the endpoint left the table: nothing goes back to its pool.
     retired: AtomicBool,
+    /// Connection tasks, so a drain deadline can cut them.
+    connections: Mutex<Vec<AbortHandle>>,
 }
 
 /// What a request holds while it is in flight: counts, and the HTTP/1.1
@@ -75,6 +78,7 @@ impl Endpoint {
             shared_h2: tokio::sync::Mutex::new(None),
             in_flight: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
+            connections: Mutex::new(Vec::new()),
         }
     }
 
@@ -106,6 +110,24 @@ impl Endpoint {
         }
         if let Ok(mut shared) = self.shared_h2.try_lock() {
             shared.take();
+        }
+    }
+
+    /// Aborts every connection task: whatever runs on them fails at once
+    /// (HTTP/1.1 responses end early, HTTP/2 streams are reset).
+    pub(crate) fn abort_connections(&self) {
+        self.close_idle();
+        if let Ok(mut connections) = self.connections.lock() {
+            for connection in connections.drain(..) {
+                connection.abort();
+            }
+        }
+    }
+
+    fn track_connection(&self, task: AbortHandle) {
+        if let Ok(mut connections) = self.connections.lock() {
+            connections.retain(|c| !c.is_finished());
+            connections.push(task);
         }
     }
 
@@ -212,11 +234,12 @@ impl Endpoint {
             .await
             .map_err(|e| e.to_string())?;
         let addr = self.addr.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             if let Err(e) = connection.with_upgrades().await {
                 tracing::debug!(endpoint = %addr, error = %e, "upstream connection ended");
             }
         });
+        self.track_connection(task.abort_handle());
         Ok(sender)
     }
 
@@ -237,11 +260,12 @@ impl Endpoint {
             .await
             .map_err(|e| e.to_string())?;
         let addr = self.addr.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(endpoint = %addr, error = %e, "upstream h2 connection ended");
             }
         });
+        self.track_connection(task.abort_handle());
         if !self.retired.load(Ordering::Relaxed) {
             *shared = Some(sender.clone());
         }

@@ -21,6 +21,8 @@ struct Bootstrap {
     connect_timeout: Option<GwDuration>,
     header_read_timeout: Option<GwDuration>,
     shutdown_grace: Option<GwDuration>,
+    drain_delay: Option<GwDuration>,
+    tunnel_rebalance_window: Option<GwDuration>,
     reload_poll_interval: Option<GwDuration>,
     #[serde(default)]
     expose_backend: bool,
@@ -97,6 +99,18 @@ pub(super) fn resolve(args: RunArgs) -> anyhow::Result<Resolved> {
         trust_decision_header: args.trust_decision_header || file.trust_decision_header,
         forwarded_header: args.forwarded_header || file.forwarded_header,
         admin_token,
+        drain_delay: duration(
+            &args.drain_delay,
+            file.drain_delay,
+            defaults.drain_delay,
+            "drain-delay",
+        )?,
+        tunnel_rebalance_window: duration(
+            &args.tunnel_rebalance_window,
+            file.tunnel_rebalance_window,
+            defaults.tunnel_rebalance_window,
+            "tunnel-rebalance-window",
+        )?,
         shutdown_grace: duration(
             &args.shutdown_grace,
             file.shutdown_grace,
