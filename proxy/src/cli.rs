@@ -23,7 +23,7 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the proxy with a table file (reloaded on change and on SIGHUP).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Validate table files without starting anything (like `nginx -t`).
     Check {
         /// Table files (native YAML/JSON or Gateway API HTTPRoute).
@@ -102,7 +102,7 @@ impl Cli {
     pub(crate) fn execute(self) -> ExitCode {
         match self.command {
             Command::Check { files } => check::check(&files),
-            Command::Run(args) => runner::run(args),
+            Command::Run(args) => runner::run(*args),
             Command::Demo { listen, admin } => runner::demo(&listen, &admin),
         }
     }

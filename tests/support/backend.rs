@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
@@ -36,11 +38,15 @@ pub struct Seen {
 /// bytes; `/trailers` echoes a request trailer as a response trailer with
 /// `grpc-status: 0`; `/hang` never answers; `/ws` is a WebSocket echo;
 /// `/hop-by-hop` answers with hop-by-hop headers the proxy must strip;
+/// `/gate` answers once the test opens the gate; `/stream` sends a first
+/// chunk at once and the last when the gate opens;
 /// anything else answers its name.
 pub struct TestBackend {
     pub name: &'static str,
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    accepted: Arc<AtomicUsize>,
+    gate: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -49,17 +55,20 @@ impl TestBackend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let recorded = seen.clone();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(Notify::new());
+        let (recorded, counter, opened) = (seen.clone(), accepted.clone(), gate.clone());
         let task = tokio::spawn(async move {
             let builder = auto::Builder::new(TokioExecutor::new());
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let recorded = recorded.clone();
+                counter.fetch_add(1, Ordering::SeqCst);
+                let (recorded, opened) = (recorded.clone(), opened.clone());
                 let service = service_fn(move |request: Request<Incoming>| {
-                    let recorded = recorded.clone();
-                    async move { Ok::<_, Infallible>(handle(name, request, &recorded).await) }
+                    let (recorded, opened) = (recorded.clone(), opened.clone());
+                    async move { Ok::<_, Infallible>(handle(name, request, &recorded, &opened).await) }
                 });
                 let connection = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -71,8 +80,25 @@ impl TestBackend {
             name,
             addr,
             seen,
+            accepted,
+            gate,
             task,
         }
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Lets every request waiting at `/gate` or in `/stream` finish.
+    pub fn open_gate(&self) {
+        self.gate.notify_waiters();
+    }
+
+    /// Requests seen on `path` so far.
+    pub fn seen_on(&self, path: &str) -> usize {
+        self.seen().iter().filter(|s| s.uri.ends_with(path)).count()
     }
 
     /// Requests seen so far.
@@ -91,7 +117,11 @@ async fn handle(
     name: &'static str,
     mut request: Request<Incoming>,
     seen: &Mutex<Vec<Seen>>,
+    gate: &Arc<Notify>,
 ) -> Response<Body> {
+    // Registered before the request is recorded, so a test that saw the
+    // request can open the gate without missing this waiter.
+    let gate_opened = gate.clone().notified_owned();
     seen.lock().unwrap().push(Seen {
         method: request.method().clone(),
         uri: request.uri().to_string(),
@@ -144,6 +174,21 @@ async fn handle(
             response
         }
         "/hang" => std::future::pending().await,
+        "/gate" => {
+            gate_opened.await;
+            full(name.to_owned())
+        }
+        "/stream" => {
+            // Headers and a first chunk now, the rest when the gate opens.
+            let first = futures_util::stream::once(async {
+                Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"first;")))
+            });
+            let rest = futures_util::stream::once(async move {
+                gate_opened.await;
+                Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"last")))
+            });
+            Response::new(BodyExt::boxed(StreamBody::new(first.chain(rest))))
+        }
         "/hop-by-hop" => {
             let mut response = full(name.to_owned());
             let headers = response.headers_mut();

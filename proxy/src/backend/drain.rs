@@ -108,6 +108,8 @@ impl Backend {
                             tokio::time::sleep_until(deadline).await;
                             if let Some(backend) = backend.upgrade() {
                                 backend.cut();
+                                // Soft drains with nothing left running end here.
+                                backend.check_drained();
                             }
                         })
                         .abort_handle()
@@ -150,9 +152,16 @@ impl Backend {
         }
         let mut phase = lock(&self.drain.phase);
         if let Phase::Draining {
-            spec, since, timer, ..
+            spec,
+            since,
+            timer,
+            deadline,
         } = &*phase
         {
+            // A soft drain keeps serving its sticky cohorts until the deadline.
+            if spec.mode == DrainMode::Soft && Instant::now() < *deadline {
+                return;
+            }
             if let Some(timer) = timer {
                 timer.abort();
             }
