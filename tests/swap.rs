@@ -351,11 +351,8 @@ async fn tunnels_beyond_a_lowered_share_close_gradually() {
         });
         let echoes = tokio::spawn(async move {
             let mut echoed = 0usize;
-            loop {
-                match source.next().await {
-                    Some(Ok(Message::Text(_))) => echoed += 1,
-                    _ => break,
-                }
+            while let Some(Ok(Message::Text(_))) = source.next().await {
+                echoed += 1;
             }
             closed.fetch_add(1, Ordering::SeqCst);
             echoed
