@@ -69,14 +69,15 @@ impl Admin {
     }
 
     fn ready(&self) -> Response<ProxyBody> {
-        match self.applier.state().snapshot() {
-            Some(snapshot) => text(
+        let state = self.applier.state();
+        match (state.not_ready_reason(), state.snapshot()) {
+            (None, Some(snapshot)) => text(
                 StatusCode::OK,
                 &format!("ready {}\n", snapshot.table.version()),
             ),
-            None => text(
+            (reason, _) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "not ready: no table loaded\n",
+                &format!("not ready: {}\n", reason.unwrap_or("no table loaded")),
             ),
         }
     }
