@@ -107,5 +107,19 @@ fn pick(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, route_match, pick);
+/// What one table swap costs before the store: parse, validate, hash and
+/// compile (the proxy's applier runs exactly this).
+fn table_apply(c: &mut Criterion) {
+    let mut group = c.benchmark_group("table_apply");
+    let small = "backends:\n  blue: { endpoints: [\"127.0.0.1:9001\"] }\n  green: { endpoints: [\"127.0.0.1:9002\"] }\nroutes:\n  - name: bench\n    rules:\n      - split: { weights: { blue: 600000, green: 400000 } }\n";
+    group.bench_function("2_backends_1_route", |b| {
+        b.iter(|| {
+            let table = parse_table(black_box(small.as_bytes())).expect("valid");
+            black_box(CompiledTable::compile(table).expect("compiles"))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, route_match, pick, table_apply);
 criterion_main!(benches);

@@ -16,6 +16,7 @@
 
 mod backend;
 mod measure;
+mod swap;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -37,6 +38,8 @@ type Starter = Box<dyn Fn(&str) -> std::io::Result<Child>>;
 struct Target {
     name: &'static str,
     start: Option<Starter>,
+    /// Swap the table every 10 ms through the admin API during the run.
+    swaps: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,6 +64,12 @@ fn main() -> anyhow::Result<()> {
             "backends:\n  blue: {{ endpoints: [\"{blue}\"] }}\n  green: {{ endpoints: [\"{green}\"] }}\nroutes:\n  - name: bench\n    rules:\n      - split: {{ weights: {{ blue: 500000, green: 500000 }} }}\n"
         ),
     )?;
+    let table_with = |b: u32, g: u32| {
+        format!(
+            "backends:\n  blue: {{ endpoints: [\"{blue}\"] }}\n  green: {{ endpoints: [\"{green}\"] }}\nroutes:\n  - name: bench\n    rules:\n      - split: {{ weights: {{ blue: {b}, green: {g} }} }}\n"
+        )
+    };
+    let swap_tables = [table_with(600_000, 400_000), table_with(500_000, 500_000)];
     let peers_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/peers");
     let fill = |template: &str, listen: &str| -> anyhow::Result<PathBuf> {
         let text = std::fs::read_to_string(peers_dir.join(format!("{template}.in")))?
@@ -76,20 +85,26 @@ fn main() -> anyhow::Result<()> {
     let mut targets: Vec<Target> = vec![Target {
         name: "direct",
         start: None,
+        swaps: false,
     }];
-    {
+    std::fs::write(dir.join("token"), swap::TOKEN)?;
+    for (name, swaps) in [("switchyard", false), ("switchyard+swaps", true)] {
         let bin = options.proxy_bin.clone();
-        let table = dir.join("table.yaml");
+        let (table, token) = (dir.join("table.yaml"), dir.join("token"));
         targets.push(Target {
-            name: "switchyard",
+            name,
             start: Some(Box::new(move |listen| {
+                // The admin port is the proxy port + 1 when free; see `admin_of`.
                 pinned(&bin)
                     .args(["run", "--workers", "1", "--table"])
                     .arg(&table)
-                    .args(["--listen", listen, "--admin", "127.0.0.1:0"])
+                    .args(["--listen", listen, "--admin", &admin_of(listen)])
+                    .arg("--admin-token-file")
+                    .arg(&token)
                     .env("RUST_LOG", "warn")
                     .spawn()
             })),
+            swaps,
         });
     }
     if which("nginx") {
@@ -102,6 +117,7 @@ fn main() -> anyhow::Result<()> {
                 std::fs::write(&path, text)?;
                 pinned("nginx").arg("-c").arg(&path).spawn()
             })),
+            swaps: false,
         });
     } else {
         eprintln!("nginx not installed: skipped (apt-get install nginx)");
@@ -116,6 +132,7 @@ fn main() -> anyhow::Result<()> {
                 std::fs::write(&path, text)?;
                 pinned("haproxy").arg("-db").arg("-f").arg(&path).spawn()
             })),
+            swaps: false,
         });
     } else {
         eprintln!("haproxy not installed: skipped (apt-get install haproxy)");
@@ -124,7 +141,7 @@ fn main() -> anyhow::Result<()> {
     let mut runs: Vec<Vec<Run>> = targets.iter().map(|_| Vec::new()).collect();
     for round in 1..=options.rounds {
         for (index, target) in targets.iter().enumerate() {
-            let run = measure_target(target, &backends.blue.to_string(), &options)?;
+            let run = measure_target(target, &backends.blue.to_string(), &swap_tables, &options)?;
             eprintln!(
                 "round {round}/{} {:<10} {:>9.0} req/s {:>6.1} us/req p50 {:>7.0} us p99 {:>7.0} us",
                 options.rounds,
@@ -147,23 +164,37 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn measure_target(target: &Target, direct: &str, options: &Options) -> anyhow::Result<Run> {
+fn measure_target(
+    target: &Target,
+    direct: &str,
+    tables: &[String; 2],
+    options: &Options,
+) -> anyhow::Result<Run> {
     let Some(start) = &target.start else {
         return measure::wrk(direct, None, options.duration, options.connections);
     };
-    let port = free_port()?;
+    let port = free_port_pair()?;
     let listen = format!("127.0.0.1:{port}");
     let mut child = start(&listen)?;
     let ready = wait_ready(&listen, Duration::from_secs(10));
     let result = if ready {
         // A short warm-up so pools and caches are filled before measuring.
         let _ = measure::wrk(&listen, None, Duration::from_secs(1), options.connections);
-        measure::wrk(
+        let swapper = target.swaps.then(|| {
+            swap::Swapper::start(admin_of(&listen), tables.clone(), Duration::from_millis(10))
+        });
+        let run = measure::wrk(
             &listen,
             Some(child.id()),
             options.duration,
             options.connections,
-        )
+        );
+        if let Some(swapper) = swapper {
+            let (succeeded, failed) = swapper.stop();
+            eprintln!("  {succeeded} table swaps applied, {failed} failed");
+            anyhow::ensure!(failed == 0 && succeeded > 0, "table swaps failed");
+        }
+        run
     } else {
         Err(anyhow::anyhow!(
             "{} did not become ready on {listen}",
@@ -172,6 +203,26 @@ fn measure_target(target: &Target, direct: &str, options: &Options) -> anyhow::R
     };
     stop(&mut child);
     result
+}
+
+/// The admin address that goes with a proxy address (the next port).
+fn admin_of(listen: &str) -> String {
+    let (host, port) = listen.rsplit_once(':').unwrap_or((listen, "0"));
+    format!(
+        "{host}:{}",
+        port.parse::<u16>().unwrap_or(0).wrapping_add(1)
+    )
+}
+
+/// A port whose successor is free too (proxy and admin listeners).
+fn free_port_pair() -> anyhow::Result<u16> {
+    for _ in 0..100 {
+        let port = free_port()?;
+        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no two consecutive free ports")
 }
 
 fn stop(child: &mut Child) {

@@ -53,8 +53,18 @@ pub async fn watch_file(
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
+    let file_name = path.file_name().map(ToOwned::to_owned);
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        // Only events about the table file itself, or about the `..data`
+        // style entries a ConfigMap volume swaps; the directory may be busy.
+        let relevant = event.is_ok_and(|event| {
+            event.paths.iter().any(|p| {
+                let name = p.file_name();
+                name == file_name.as_deref()
+                    || name.is_some_and(|n| n.to_string_lossy().starts_with(".."))
+            })
+        });
+        if relevant {
             // A full channel already holds a pending reload.
             let _ = events_tx.try_send(());
         }
