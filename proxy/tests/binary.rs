@@ -100,6 +100,21 @@ impl Proxy {
         proxy
     }
 
+    /// `run --table TABLE` on ports from the OS, plus `extra` flags.
+    fn run_table(table: &Path, extra: &[&str]) -> Self {
+        let mut args = vec![
+            "run",
+            "--table",
+            table.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        Self::spawn(&args)
+    }
+
     fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
     }
@@ -171,15 +186,7 @@ fn reloads_on_change_and_sighup_and_keeps_the_last_good_table() {
     let dir = tempfile::tempdir().unwrap();
     let table = dir.path().join("table.yaml");
     std::fs::write(&table, backends.table_to("blue")).unwrap();
-    let proxy = Proxy::spawn(&[
-        "run",
-        "--table",
-        table.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-    ]);
+    let proxy = Proxy::run_table(&table, &[]);
     assert!(get(proxy.addr()).starts_with("hello from blue"));
     assert_eq!(http(proxy.admin, "GET", "/ready", &[], "").0, 200);
 
@@ -227,17 +234,7 @@ fn a_configmap_style_symlink_swap_is_applied() {
     std::os::unix::fs::symlink("..v1", root.join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/table.yaml", root.join("table.yaml")).unwrap();
     let table = root.join("table.yaml");
-    let proxy = Proxy::spawn(&[
-        "run",
-        "--table",
-        table.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--reload-poll-interval",
-        "1h",
-    ]);
+    let proxy = Proxy::run_table(&table, &["--reload-poll-interval", "1h"]);
     assert!(get(proxy.addr()).starts_with("hello from blue"));
 
     std::fs::create_dir(root.join("..v2")).unwrap();
@@ -276,17 +273,7 @@ fn admin_table_upload_needs_the_token_and_rejects_bad_tables_whole() {
     std::fs::write(&table, backends.table_to("blue")).unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "s3cret\n").unwrap();
-    let proxy = Proxy::spawn(&[
-        "run",
-        "--table",
-        table.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--admin-token-file",
-        token.to_str().unwrap(),
-    ]);
+    let proxy = Proxy::run_table(&table, &["--admin-token-file", token.to_str().unwrap()]);
 
     let green = backends.table_to("green");
     assert_eq!(http(proxy.admin, "POST", "/table", &[], &green).0, 401);
@@ -531,19 +518,7 @@ fn sigterm_fails_readiness_then_drains_http1_and_http2_and_exits_0() {
         format!("backends:\n  slow: {{ endpoints: [\"{}\"] }}\nroutes:\n  - {{ name: app, rules: [{{ backend: slow }}] }}\n", backend.addr),
     )
     .unwrap();
-    let mut proxy = Proxy::spawn(&[
-        "run",
-        "--table",
-        table.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--drain-delay",
-        "2s",
-        "--shutdown-grace",
-        "10s",
-    ]);
+    let mut proxy = Proxy::run_table(&table, &["--drain-delay", "2s", "--shutdown-grace", "10s"]);
     let addr = proxy.addr();
 
     // An idle keep-alive connection.
