@@ -389,3 +389,61 @@ async fn tunnels_beyond_a_lowered_share_close_gradually() {
     assert_eq!(alive, 10);
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_table_again_is_a_no_op() {
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
+    let text = split_table(&blue, &green, (1, 1));
+    let proxy = TestProxy::start(&text).await;
+    let before = proxy.applier.state().snapshot().unwrap();
+    let again = proxy.applier.apply(text.as_bytes(), "test").unwrap();
+    assert!(!again.changed);
+    assert_eq!(&again.version, before.table.version());
+    let after = proxy.applier.state().snapshot().unwrap();
+    assert!(
+        Arc::ptr_eq(&before, &after),
+        "the snapshot was not replaced"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_shutdown_tunnels_get_the_grace_period_then_close() {
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
+    let settings = switchyard_proxy::Settings {
+        shutdown_grace: std::time::Duration::from_secs(2),
+        ..Default::default()
+    };
+    let proxy = TestProxy::start_with(&split_table(&blue, &green, (1, 0)), settings).await;
+    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut socket, _) =
+        tokio_tungstenite::client_async(format!("ws://app.test:{}/ws", proxy.addr.port()), stream)
+            .await
+            .unwrap();
+    let stopping = tokio::spawn(proxy.shutdown());
+    // During the grace period the tunnel still works...
+    socket.send(Message::text("during shutdown")).await.unwrap();
+    assert_eq!(
+        socket
+            .next()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_text()
+            .unwrap()
+            .as_str(),
+        "during shutdown"
+    );
+    // ...and when it ends the proxy closes it and finishes.
+    let closed = tokio::time::timeout(support::DEADLINE, socket.next())
+        .await
+        .expect("the tunnel closes");
+    assert!(!matches!(closed, Some(Ok(Message::Text(_)))), "{closed:?}");
+    stopping.await.unwrap();
+}
