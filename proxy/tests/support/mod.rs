@@ -1,0 +1,189 @@
+//! Helpers for the tests that run the real `switchyard-proxy` binary.
+// Test helpers: a panic is the failure report; not every test file uses
+// every helper.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_switchyard-proxy");
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Two demo backends (blue, green) on their own runtime for the test.
+pub struct Backends {
+    pub blue: SocketAddr,
+    pub green: SocketAddr,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Backends {
+    pub fn start() -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (blue, green) = runtime.block_on(async {
+            let blue = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let green = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addrs = (blue.local_addr().unwrap(), green.local_addr().unwrap());
+            tokio::spawn(switchyard_proxy::demo::serve_backend(blue, "blue"));
+            tokio::spawn(switchyard_proxy::demo::serve_backend(green, "green"));
+            addrs
+        });
+        Self {
+            blue,
+            green,
+            _runtime: runtime,
+        }
+    }
+
+    pub fn table_to(&self, backend: &str) -> String {
+        format!(
+            "backends:\n  blue: {{ endpoints: [\"{}\"] }}\n  green: {{ endpoints: [\"{}\"] }}\nroutes:\n  - {{ name: app, rules: [{{ backend: {backend} }}] }}\n",
+            self.blue, self.green
+        )
+    }
+}
+
+/// A running proxy process; killed on drop.
+pub struct Proxy {
+    pub child: Child,
+    pub proxy: Vec<SocketAddr>,
+    pub admin: SocketAddr,
+    logs: Arc<Mutex<String>>,
+}
+
+impl Proxy {
+    pub fn spawn(args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let logs = Arc::new(Mutex::new(String::new()));
+        let sink = logs.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut logs = sink.lock().unwrap();
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+        });
+        let mut proxy = Self {
+            child,
+            proxy: Vec::new(),
+            admin: "0.0.0.0:0".parse().unwrap(),
+            logs,
+        };
+        eventually("the proxy reports its addresses", || {
+            proxy.logs().contains("admin listening")
+        });
+        let logs = proxy.logs();
+        let address_after = |marker: &str| -> Vec<SocketAddr> {
+            logs.lines()
+                .filter(|l| l.contains(marker))
+                .filter_map(|l| l.split("address=").nth(1))
+                .map(|a| a.trim().parse().unwrap())
+                .collect()
+        };
+        proxy.proxy = address_after("proxy listening");
+        proxy.admin = address_after("admin listening")[0];
+        proxy
+    }
+
+    /// `run --table TABLE` on ports from the OS, plus `extra` flags.
+    pub fn run_table(table: &Path, extra: &[&str]) -> Self {
+        let mut args = vec![
+            "run",
+            "--table",
+            table.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        Self::spawn(&args)
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.proxy[0]
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection; returns status and body.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: app.test\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+pub fn get(addr: SocketAddr) -> String {
+    http(addr, "GET", "/", &[], "").1
+}
+
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Replaces `path` atomically (write aside, rename), as tools and editors do.
+pub fn write_atomically(path: &Path, text: &str) {
+    let aside = path.with_extension("tmp");
+    std::fs::write(&aside, text).unwrap();
+    std::fs::rename(&aside, path).unwrap();
+}
+
+pub fn exit_code(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(BIN).args(args).output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
