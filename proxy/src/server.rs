@@ -86,7 +86,15 @@ impl Proxy {
         };
 
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-        headers::strip_hop_by_hop(response.headers_mut(), switching && upgrade);
+        if switching && client_upgrade.is_none() {
+            // A 101 the client never asked for cannot be relayed.
+            return Err(upstream_failed(
+                &backend,
+                lease.endpoint_addr(),
+                "answered 101 Switching Protocols to a request without Upgrade".to_owned(),
+            ));
+        }
+        headers::strip_hop_by_hop(response.headers_mut(), switching);
         if self.settings.expose_backend
             && let Ok(name) = HeaderValue::from_str(backend.name())
         {

@@ -286,6 +286,11 @@ impl Lease {
         }
     }
 
+    /// The address of the endpoint serving the request.
+    pub(crate) fn endpoint_addr(&self) -> &str {
+        self.endpoint.addr()
+    }
+
     /// Ends the lease; a fully read HTTP/1.1 connection goes back to its pool.
     pub(crate) fn release(mut self, reusable: bool) {
         if let Some(connection) = self.connection.take()

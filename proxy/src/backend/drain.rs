@@ -8,7 +8,7 @@
 //! HTTP/1.1 responses end early, HTTP/2 streams are reset and tunnels close;
 //! each cut is counted.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -23,6 +23,9 @@ use super::Backend;
 #[derive(Debug, Default)]
 pub(crate) struct Drain {
     phase: Mutex<Phase>,
+    /// Mirrors `Phase::Draining`, so the request path (every time in-flight
+    /// work reaches zero) checks a flag instead of taking the lock.
+    draining: AtomicBool,
     tunnels: Mutex<Vec<AbortHandle>>,
     open_tunnels: AtomicI64,
     cut_requests: AtomicU64,
@@ -87,6 +90,7 @@ impl Backend {
                     timer.abort();
                 }
                 *phase = Phase::Active;
+                self.drain.draining.store(false, Ordering::Release);
             }
             // The same instruction again: the clock keeps running.
             (
@@ -114,6 +118,7 @@ impl Backend {
                         })
                         .abort_handle()
                 });
+                self.drain.draining.store(true, Ordering::Release);
                 *phase = Phase::Draining {
                     spec: spec.clone(),
                     since: SystemTime::now(),
@@ -147,7 +152,7 @@ impl Backend {
 
     /// Marks the backend drained once nothing runs on it.
     pub(crate) fn check_drained(&self) {
-        if self.in_flight() > 0 {
+        if !self.drain.draining.load(Ordering::Acquire) || self.in_flight() > 0 {
             return;
         }
         let mut phase = lock(&self.drain.phase);
@@ -166,6 +171,7 @@ impl Backend {
                 timer.abort();
             }
             tracing::info!(backend = self.name(), "backend drained");
+            self.drain.draining.store(false, Ordering::Release);
             *phase = Phase::Drained {
                 spec: spec.clone(),
                 since: *since,
