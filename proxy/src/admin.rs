@@ -53,6 +53,7 @@ impl Admin {
             ("/ready", Method::GET) => self.ready(),
             ("/config", Method::GET) => self.config(request.uri().query()),
             ("/backends", Method::GET) => self.backends(),
+            ("/metrics", Method::GET) => self.metrics(),
             ("/table", Method::POST) => self.post_table(request).await,
             ("/healthcheck/fail", Method::POST) => {
                 self.applier.state().set_health_failed(true);
@@ -62,7 +63,9 @@ impl Admin {
                 self.applier.state().set_health_failed(false);
                 text(StatusCode::OK, "readiness restored\n")
             }
-            ("/live" | "/ready" | "/config" | "/backends", _) => method_not_allowed("GET"),
+            ("/live" | "/ready" | "/config" | "/backends" | "/metrics", _) => {
+                method_not_allowed("GET")
+            }
             ("/table" | "/healthcheck/fail" | "/healthcheck/ok", _) => method_not_allowed("POST"),
             _ => text(StatusCode::NOT_FOUND, "unknown admin path\n"),
         }
@@ -106,6 +109,19 @@ impl Admin {
         } else {
             json_response(StatusCode::OK, &document)
         }
+    }
+
+    fn metrics(&self) -> Response<ProxyBody> {
+        let state = self.applier.state();
+        let backends = state
+            .snapshot()
+            .map(|s| s.backends.to_vec())
+            .unwrap_or_default();
+        with_type(
+            StatusCode::OK,
+            state.metrics().render(&backends),
+            crate::metrics::CONTENT_TYPE,
+        )
     }
 
     fn backends(&self) -> Response<ProxyBody> {

@@ -4,12 +4,15 @@
 //! every variant is `Unpin`, so polling needs no pin projection.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::state::Snapshot;
 use crate::upstream::Lease;
 
 /// A downstream response body.
@@ -28,6 +31,17 @@ pub struct UpstreamBody {
     inner: Incoming,
     /// Released when the body ends (or is dropped).
     lease: Option<Lease>,
+    /// Records the request's duration when the body ends (or is dropped).
+    timer: Option<Timer>,
+}
+
+/// Observes a request's duration into its (route, backend) histogram.
+#[derive(Debug)]
+pub(crate) struct Timer {
+    pub(crate) snapshot: Arc<Snapshot>,
+    pub(crate) route: usize,
+    pub(crate) backend: usize,
+    pub(crate) start: Instant,
 }
 
 // === impl ProxyBody ===
@@ -44,10 +58,11 @@ impl ProxyBody {
     }
 
     /// A body streamed from upstream, holding `lease` until it ends.
-    pub(crate) fn upstream(inner: Incoming, lease: Lease) -> Self {
+    pub(crate) fn upstream(inner: Incoming, lease: Lease, timer: Timer) -> Self {
         Self::Upstream(UpstreamBody {
             inner,
             lease: Some(lease),
+            timer: Some(timer),
         })
     }
 }
@@ -67,16 +82,8 @@ impl Body for ProxyBody {
                 match &polled {
                     // The whole response was read: the connection can serve
                     // another request.
-                    Poll::Ready(None) => {
-                        if let Some(lease) = body.lease.take() {
-                            lease.release(true);
-                        }
-                    }
-                    Poll::Ready(Some(Err(_))) => {
-                        if let Some(lease) = body.lease.take() {
-                            lease.release(false);
-                        }
-                    }
+                    Poll::Ready(None) => body.finish(true),
+                    Poll::Ready(Some(Err(_))) => body.finish(false),
                     _ => {}
                 }
                 polled
@@ -100,12 +107,35 @@ impl Body for ProxyBody {
     }
 }
 
+// === impl UpstreamBody ===
+
+impl UpstreamBody {
+    fn finish(&mut self, reusable: bool) {
+        if let Some(lease) = self.lease.take() {
+            lease.release(reusable);
+        }
+        if let Some(timer) = self.timer.take() {
+            timer.finish();
+        }
+    }
+}
+
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
         // Dropped before its end (client went away): the connection is in an
         // unknown state, so it is not reused.
-        if let Some(lease) = self.lease.take() {
-            lease.release(self.inner.is_end_stream());
-        }
+        let reusable = self.inner.is_end_stream();
+        self.finish(reusable);
+    }
+}
+
+// === impl Timer ===
+
+impl Timer {
+    pub(crate) fn finish(self) {
+        self.snapshot
+            .metrics
+            .pair(Some(self.route), Some(self.backend))
+            .observe(self.start.elapsed().as_secs_f64());
     }
 }

@@ -18,6 +18,7 @@ pub mod demo;
 pub mod error;
 pub mod headers;
 pub mod listen;
+pub mod metrics;
 pub mod route;
 pub mod server;
 pub mod settings;

@@ -28,6 +28,9 @@ pub(crate) enum Routed {
 #[derive(Debug)]
 pub(crate) struct Decision {
     pub(crate) backend: Arc<Backend>,
+    /// Route and backend indices in the snapshot (for metrics).
+    pub(crate) route_index: usize,
+    pub(crate) backend_index: usize,
     pub(crate) request_timeout: Option<Duration>,
     pub(crate) backend_request_timeout: Option<Duration>,
     /// A cohort cookie to set on the response (key-less sticky client).
@@ -76,6 +79,8 @@ pub(crate) fn decide(
     };
     Ok(Routed::Forward(Decision {
         backend: snapshot.backends[id.0 as usize].clone(),
+        route_index: rule.route,
+        backend_index: id.0 as usize,
         request_timeout: rule.request_timeout,
         backend_request_timeout: rule.backend_request_timeout,
         set_cookie,

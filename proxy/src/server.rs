@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
@@ -13,12 +13,12 @@ use hyper_util::rt::TokioIo;
 use switchyard_config::spec::Protocol;
 
 use crate::backend::Backend;
-use crate::body::ProxyBody;
+use crate::body::{ProxyBody, Timer};
 use crate::error::ProxyError;
 use crate::headers::{self, BACKEND_HEADER, DECISION_HEADER, REQUEST_ID};
 use crate::route::{self, Routed};
 use crate::settings::Settings;
-use crate::state::State;
+use crate::state::{Snapshot, State};
 use crate::upstream::{Lease, SendError};
 
 /// The proxy's request handler, shared by every connection.
@@ -42,14 +42,34 @@ impl Proxy {
         mut request: Request<Incoming>,
         client: SocketAddr,
     ) -> Response<ProxyBody> {
+        let start = Instant::now();
         let request_id = headers::ensure_request_id(request.headers_mut());
-        let mut response = match self.forward(request, client).await {
+        // One snapshot for the whole request, whatever swaps meanwhile.
+        let Some(snapshot) = self.state.snapshot() else {
+            let response = ProxyError::NoTable.into_response();
+            let metrics = self.state.metrics().unrouted();
+            metrics.count(response.status());
+            metrics.observe(start.elapsed().as_secs_f64());
+            return response;
+        };
+        let mut pair = None;
+        let mut response = match self
+            .forward(request, client, &snapshot, start, &mut pair)
+            .await
+        {
             Ok(response) => response,
             Err(error) => {
                 tracing::debug!(%error, request_id = ?request_id, "request failed");
                 error.into_response()
             }
         };
+        let metrics = snapshot.metrics.pair(pair.map(|p| p.0), pair.map(|p| p.1));
+        metrics.count(response.status());
+        // A streamed body records its duration when it ends; anything else
+        // is complete now.
+        if !matches!(response.body(), ProxyBody::Upstream(_)) {
+            metrics.observe(start.elapsed().as_secs_f64());
+        }
         response.headers_mut().insert(REQUEST_ID, request_id);
         response
     }
@@ -58,17 +78,19 @@ impl Proxy {
         &self,
         mut request: Request<Incoming>,
         client: SocketAddr,
+        snapshot: &Arc<Snapshot>,
+        start: Instant,
+        pair: &mut Option<(usize, usize)>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        // One snapshot for the whole request, whatever swaps meanwhile.
-        let snapshot = self.state.snapshot().ok_or(ProxyError::NoTable)?;
         let upgrade =
             request.version() == Version::HTTP_11 && headers::is_upgrade_request(request.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
-        let decision = match route::decide(&snapshot, &parts, &self.settings)? {
+        let decision = match route::decide(snapshot, &parts, &self.settings)? {
             Routed::Respond(response) => return Ok(response),
             Routed::Forward(decision) => decision,
         };
+        *pair = Some((decision.route_index, decision.backend_index));
         let backend = decision.backend;
         if upgrade && backend.protocol() == Protocol::Http2 {
             return Err(ProxyError::BadRequest(
@@ -117,9 +139,15 @@ impl Proxy {
             return Ok(Response::from_parts(parts, ProxyBody::empty()));
         }
         let (parts, body) = response.into_parts();
+        let timer = Timer {
+            snapshot: snapshot.clone(),
+            route: decision.route_index,
+            backend: decision.backend_index,
+            start,
+        };
         Ok(Response::from_parts(
             parts,
-            ProxyBody::upstream(body, lease),
+            ProxyBody::upstream(body, lease, timer),
         ))
     }
 

@@ -15,6 +15,7 @@ use switchyard_config::{CompiledTable, InvalidTable, Problem, Version, parse_tab
 use tokio::sync::watch;
 
 use crate::backend::{Backend, Registry};
+use crate::metrics::{Metrics, TableMetrics};
 
 /// A table and its backends: what one request runs on from start to end.
 #[derive(Debug)]
@@ -27,6 +28,8 @@ pub struct Snapshot {
     pub applied_at: SystemTime,
     /// Where it came from (`file /etc/table.yaml`, `admin`, ...).
     pub origin: String,
+    /// Metric handles of this table's (route, backend) pairs.
+    pub metrics: TableMetrics,
 }
 
 /// Shared proxy state: the current snapshot and the backend registry.
@@ -37,6 +40,7 @@ pub struct State {
     /// Serializes appliers (file watcher, signal, admin API).
     apply_lock: Mutex<()>,
     applied: watch::Sender<Option<Version>>,
+    metrics: Metrics,
     /// Set at shutdown: `/ready` fails from then on.
     shutting_down: AtomicBool,
     /// Set by `POST /healthcheck/fail`, cleared by `POST /healthcheck/ok`.
@@ -70,6 +74,7 @@ impl State {
             registry: Registry::default(),
             apply_lock: Mutex::new(()),
             applied: watch::channel(None).0,
+            metrics: Metrics::new(),
             shutting_down: AtomicBool::new(false),
             health_failed: AtomicBool::new(false),
         })
@@ -103,6 +108,11 @@ impl State {
         self.health_failed.store(failed, Ordering::Relaxed);
     }
 
+    /// The proxy's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// The backend registry.
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -130,6 +140,12 @@ impl Applier {
     /// Parses, validates, compiles and publishes `bytes`. On any error the
     /// current table keeps serving and every problem is returned.
     pub fn apply(&self, bytes: &[u8], origin: &str) -> Result<Applied, InvalidTable> {
+        let result = self.apply_counted(bytes, origin);
+        self.state.metrics.count_apply(result.is_ok());
+        result
+    }
+
+    fn apply_counted(&self, bytes: &[u8], origin: &str) -> Result<Applied, InvalidTable> {
         let table = parse_table(bytes)?;
         let _one_at_a_time = match self.state.apply_lock.lock() {
             Ok(guard) => guard,
@@ -148,11 +164,13 @@ impl Applier {
         }
         let compiled = CompiledTable::compile(table)?;
         let backends = self.state.registry.sync(&compiled);
+        let metrics = self.state.metrics.for_table(&compiled);
         self.state.current.store(Some(Arc::new(Snapshot {
             table: compiled,
             backends,
             applied_at: SystemTime::now(),
             origin: origin.to_owned(),
+            metrics,
         })));
         self.state.applied.send_replace(Some(version.clone()));
         Ok(Applied {

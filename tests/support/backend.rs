@@ -38,7 +38,8 @@ pub struct Seen {
 /// bytes; `/trailers` echoes a request trailer as a response trailer with
 /// `grpc-status: 0`; `/hang` never answers; `/ws` is a WebSocket echo;
 /// `/hop-by-hop` answers with hop-by-hop headers the proxy must strip;
-/// `/gate` answers once the test opens the gate; `/stream` sends a first
+/// `/status?code=N` answers with status N; `/gate` answers once the test
+/// opens the gate; `/stream` sends a first
 /// chunk at once and the last when the gate opens;
 /// anything else answers its name.
 pub struct TestBackend {
@@ -174,6 +175,12 @@ async fn handle(
             response
         }
         "/hang" => std::future::pending().await,
+        "/status" => {
+            let code: u16 = query_value(request.uri().query(), "code").unwrap_or(200);
+            let mut response = full(name.to_owned());
+            *response.status_mut() = StatusCode::from_u16(code).unwrap();
+            response
+        }
         "/gate" => {
             gate_opened.await;
             full(name.to_owned())

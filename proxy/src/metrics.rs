@@ -1,0 +1,384 @@
+//! Prometheus metrics (OpenMetrics text on the admin listener's `/metrics`).
+//!
+//! Names follow the conventions: `switchyard_` prefix, base units, `_total`
+//! counters; labels are bounded (route and backend names from the table,
+//! status class, result). The request path never touches a metric family:
+//! each table apply resolves the counters and histograms of every
+//! (route, backend) pair once, and a request only increments atomics on the
+//! handles of its pair. Series of routes and backends that left the table
+//! are removed on the swap. Per-backend gauges (in flight, draining, weight)
+//! are read from the live state when `/metrics` is scraped.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use rustc_hash::FxHashMap;
+use switchyard_config::compile::Action;
+use switchyard_config::{CompiledTable, Target};
+
+use crate::backend::Backend;
+
+/// Latency buckets in seconds: the OpenTelemetry defaults plus two
+/// sub-millisecond edges. SLO thresholds should sit on these edges.
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// OpenMetrics content type for `/metrics`.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    backend: String,
+    status_class: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteBackendLabels {
+    route: String,
+    backend: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    backend: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// Every metric of the proxy.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<RouteBackendLabels, Histogram>,
+    weight: Family<BackendLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    in_flight: Family<BackendLabels, Gauge>,
+    draining: Family<BackendLabels, Gauge>,
+    table_info: Family<VersionLabels, Gauge>,
+    applies: Family<ResultLabels, Counter>,
+    last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Answers made before a backend was chosen (empty route and backend).
+    unrouted: PairMetrics,
+    /// Label sets of the current table, to remove those that leave it.
+    current: Mutex<CurrentSeries>,
+}
+
+#[derive(Debug, Default)]
+struct CurrentSeries {
+    pairs: HashSet<(String, String)>,
+    backends: HashSet<String>,
+    version: Option<String>,
+}
+
+/// Metric handles of one table, resolved at apply time.
+#[derive(Debug)]
+pub struct TableMetrics {
+    by_pair: FxHashMap<(u32, u32), PairMetrics>,
+    /// Requests answered before a backend was chosen (no route, no table,
+    /// direct responses, drained): route and backend labels are empty or
+    /// name the route only.
+    unrouted: PairMetrics,
+}
+
+/// The counters (one per status class) and histogram of a (route, backend).
+#[derive(Debug, Clone)]
+pub struct PairMetrics {
+    by_class: [Counter; 5],
+    duration: Histogram,
+}
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn new_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "switchyard_http_requests",
+            "HTTP requests answered, by route, backend and status class",
+            requests.clone(),
+        );
+        let duration = Family::<RouteBackendLabels, Histogram>::new_with_constructor(
+            new_histogram as fn() -> Histogram,
+        );
+        registry.register_with_unit(
+            "switchyard_http_request_duration",
+            "From the first request byte to the end of the response, by route and backend",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        let weight = Family::default();
+        registry.register(
+            "switchyard_backend_weight",
+            "Desired share of traffic of each backend (0 to 1), the largest over the rules naming it",
+            weight.clone(),
+        );
+        let in_flight = Family::default();
+        registry.register(
+            "switchyard_backend_in_flight_requests",
+            "Requests and tunnels running on each backend",
+            in_flight.clone(),
+        );
+        let draining = Family::default();
+        registry.register(
+            "switchyard_backend_draining",
+            "1 while a backend is draining or drained, else 0",
+            draining.clone(),
+        );
+        let table_info = Family::default();
+        registry.register(
+            "switchyard_table_info",
+            "The table version in force (one series, value 1)",
+            table_info.clone(),
+        );
+        let applies = Family::default();
+        registry.register(
+            "switchyard_table_applies",
+            "Table applies, accepted (ack) or rejected (nack)",
+            applies.clone(),
+        );
+        let last_success = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register_with_unit(
+            "switchyard_config_last_reload_success_timestamp",
+            "Unix time of the last accepted table",
+            Unit::Seconds,
+            last_success.clone(),
+        );
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("switchyard_build", "Build information (value 1)", build);
+        let unrouted = PairMetrics {
+            by_class: CLASSES.map(|status_class| {
+                requests.get_or_create_owned(&RequestLabels {
+                    route: String::new(),
+                    backend: String::new(),
+                    status_class,
+                })
+            }),
+            duration: duration.get_or_create_owned(&RouteBackendLabels {
+                route: String::new(),
+                backend: String::new(),
+            }),
+        };
+        Self {
+            registry,
+            requests,
+            duration,
+            weight,
+            in_flight,
+            draining,
+            table_info,
+            applies,
+            last_success,
+            unrouted,
+            current: Mutex::new(CurrentSeries::default()),
+        }
+    }
+
+    /// Counts an apply attempt.
+    pub fn count_apply(&self, accepted: bool) {
+        let result = if accepted { "ack" } else { "nack" };
+        self.applies.get_or_create(&ResultLabels { result }).inc();
+        if accepted {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            self.last_success.set(now);
+        }
+    }
+
+    /// Resolves the handles of a new table and removes the series of routes,
+    /// backends and versions that left.
+    pub fn for_table(&self, table: &CompiledTable) -> TableMetrics {
+        let mut pairs: HashSet<(String, String)> = HashSet::new();
+        let mut by_pair = FxHashMap::default();
+        for rule in table.rules() {
+            let route = rule.route as u32;
+            let targets: Vec<u32> = match &rule.action {
+                Action::Backend(id) => vec![id.0],
+                Action::Split(split) => split
+                    .choices()
+                    .iter()
+                    .filter_map(|c| match c.target {
+                        Target::Backend(id) => Some(id.0),
+                        Target::Unresolved => None,
+                    })
+                    .collect(),
+                Action::DirectResponse { .. } => Vec::new(),
+            };
+            for backend in targets {
+                let names = (
+                    table.routes()[route as usize].name.clone(),
+                    table.backends()[backend as usize].name.clone(),
+                );
+                by_pair
+                    .entry((route, backend))
+                    .or_insert_with(|| self.pair(&names.0, &names.1));
+                pairs.insert(names);
+            }
+        }
+        let backends: HashSet<String> = table.backends().iter().map(|b| b.name.clone()).collect();
+        let version = table.version().to_string();
+
+        let mut current = match self.current.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for (route, backend) in current.pairs.difference(&pairs) {
+            for status_class in CLASSES {
+                self.requests.remove(&RequestLabels {
+                    route: route.clone(),
+                    backend: backend.clone(),
+                    status_class,
+                });
+            }
+            self.duration.remove(&RouteBackendLabels {
+                route: route.clone(),
+                backend: backend.clone(),
+            });
+        }
+        for backend in current.backends.difference(&backends) {
+            let labels = BackendLabels {
+                backend: backend.clone(),
+            };
+            self.weight.remove(&labels);
+            self.in_flight.remove(&labels);
+            self.draining.remove(&labels);
+        }
+        if let Some(old) = current.version.take()
+            && old != version
+        {
+            self.table_info.remove(&VersionLabels { version: old });
+        }
+        self.table_info
+            .get_or_create(&VersionLabels {
+                version: version.clone(),
+            })
+            .set(1);
+        for (compiled, share) in table.backends().iter().zip(table.backend_shares()) {
+            self.weight
+                .get_or_create(&BackendLabels {
+                    backend: compiled.name.clone(),
+                })
+                .set(share);
+        }
+        *current = CurrentSeries {
+            pairs,
+            backends,
+            version: Some(version),
+        };
+        TableMetrics {
+            by_pair,
+            unrouted: self.unrouted.clone(),
+        }
+    }
+
+    fn pair(&self, route: &str, backend: &str) -> PairMetrics {
+        let by_class = CLASSES.map(|status_class| {
+            self.requests.get_or_create_owned(&RequestLabels {
+                route: route.to_owned(),
+                backend: backend.to_owned(),
+                status_class,
+            })
+        });
+        let duration = self.duration.get_or_create_owned(&RouteBackendLabels {
+            route: route.to_owned(),
+            backend: backend.to_owned(),
+        });
+        PairMetrics { by_class, duration }
+    }
+
+    /// Handles for answers made before a backend was chosen.
+    pub fn unrouted(&self) -> &PairMetrics {
+        &self.unrouted
+    }
+
+    /// Renders every metric as OpenMetrics text, reading the per-backend
+    /// gauges from `backends` first.
+    pub fn render(&self, backends: &[std::sync::Arc<Backend>]) -> String {
+        for backend in backends {
+            let labels = BackendLabels {
+                backend: backend.name().to_owned(),
+            };
+            self.in_flight
+                .get_or_create(&labels)
+                .set(backend.in_flight());
+            self.draining
+                .get_or_create(&labels)
+                .set(i64::from(backend.is_draining()));
+        }
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// === impl TableMetrics ===
+
+impl TableMetrics {
+    /// The handles of a (route, backend) pair, or of unrouted requests.
+    pub fn pair(&self, route: Option<usize>, backend: Option<usize>) -> &PairMetrics {
+        match (route, backend) {
+            (Some(route), Some(backend)) => self
+                .by_pair
+                .get(&(route as u32, backend as u32))
+                .unwrap_or(&self.unrouted),
+            _ => &self.unrouted,
+        }
+    }
+}
+
+// === impl PairMetrics ===
+
+impl PairMetrics {
+    /// Counts a response by its status class.
+    pub fn count(&self, status: http::StatusCode) {
+        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        self.by_class[class].inc();
+    }
+
+    /// Records a request's duration in seconds.
+    pub fn observe(&self, seconds: f64) {
+        self.duration.observe(seconds);
+    }
+}
