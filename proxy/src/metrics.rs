@@ -179,7 +179,11 @@ impl Metrics {
                 version: env!("CARGO_PKG_VERSION"),
             })
             .set(1);
-        registry.register("switchyard_build", "Build information (value 1)", build);
+        registry.register(
+            "switchyard_build_info",
+            "Build information (value 1)",
+            build,
+        );
         let unrouted = PairMetrics {
             by_class: CLASSES.map(|status_class| {
                 requests.get_or_create_owned(&RequestLabels {
