@@ -63,7 +63,7 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     connect_timeout: Option<String>,
     /// Limit for reading a request's headers, which also closes idle
-    /// HTTP/1.1 keep-alive connections, like `30s`.
+    /// HTTP/1.1 keep-alive connections, like `30s` (`0s` disables it).
     #[arg(long)]
     header_read_timeout: Option<String>,
     /// After SIGTERM, keep accepting this long while /ready fails, like `5s`

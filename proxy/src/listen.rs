@@ -36,11 +36,11 @@ pub(crate) async fn serve<H, Fut>(
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
-        .keep_alive(true);
+    builder.http1().timer(TokioTimer::new()).keep_alive(true);
+    // Zero disables the limit (as a zero timeout does in Gateway API).
+    if !header_read_timeout.is_zero() {
+        builder.http1().header_read_timeout(header_read_timeout);
+    }
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     let local = listener.local_addr().ok();
