@@ -297,3 +297,37 @@ async fn metrics_count_exactly_what_was_served_and_forget_removed_backends() {
     );
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_examples_are_valid_yaml_and_query_metrics_that_exist() {
+    let blue = TestBackend::start("blue").await;
+    let proxy = TestProxy::start(&table(&blue, None)).await;
+    Client::http1(proxy.addr).await.get("/", &[]).await;
+    let exported: HashSet<String> = scrape(&proxy).await.into_iter().map(|s| s.name).collect();
+    proxy.shutdown().await;
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(!documents.is_empty(), "{}", path.display());
+        // Every metric name a query uses is one the proxy exports.
+        for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("switchyard_") {
+                assert!(
+                    exported.contains(word),
+                    "{} queries {word}, which /metrics does not export",
+                    path.display()
+                );
+            }
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 4, "flagger, argo, podmonitor, prometheus relabel");
+}
