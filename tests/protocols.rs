@@ -303,3 +303,29 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_read_timeout()
     );
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_request_id_is_replaced_and_echoed() {
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
+    let settings = switchyard_proxy::Settings {
+        trust_request_id: false,
+        ..Default::default()
+    };
+    let proxy = TestProxy::start_with(&table(blue.addr, green.addr, TO_BLUE), settings).await;
+    let reply = Client::http1(proxy.addr)
+        .await
+        .get("/", &[("x-request-id", "client-chosen")])
+        .await;
+    let id = reply.headers["x-request-id"].to_str().unwrap().to_owned();
+    assert_ne!(id, "client-chosen");
+    assert_eq!(id.len(), 36, "a UUID");
+    assert_eq!(
+        blue.seen().pop().unwrap().headers["x-request-id"],
+        id.as_str(),
+        "the backend sees the same new id"
+    );
+    proxy.shutdown().await;
+}

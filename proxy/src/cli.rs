@@ -91,6 +91,10 @@ pub(crate) struct RunArgs {
     /// Also append an RFC 7239 `forwarded` header.
     #[arg(long)]
     forwarded_header: bool,
+    /// Replace incoming `x-request-id`s instead of keeping them (an
+    /// internet-facing gateway).
+    #[arg(long)]
+    replace_request_id: bool,
     /// File holding the bearer token for `POST /table` on the admin API.
     #[arg(long)]
     admin_token_file: Option<PathBuf>,

@@ -111,8 +111,13 @@ pub fn add_forwarding(
 }
 
 /// The request's id, generating a UUID v4 when it has none.
-pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(existing) = headers.get(REQUEST_ID)
+///
+/// With `trust_incoming` false (an internet-facing gateway), an incoming id
+/// is replaced: clients must not be able to choose ids that other systems
+/// correlate on.
+pub fn ensure_request_id(headers: &mut HeaderMap, trust_incoming: bool) -> HeaderValue {
+    if trust_incoming
+        && let Some(existing) = headers.get(REQUEST_ID)
         && !existing.is_empty()
     {
         return existing.clone();
@@ -175,9 +180,12 @@ mod tests {
     fn request_id_is_kept_or_generated() {
         let mut headers = HeaderMap::new();
         headers.insert(REQUEST_ID, HeaderValue::from_static("abc"));
-        assert_eq!(ensure_request_id(&mut headers), "abc");
+        assert_eq!(ensure_request_id(&mut headers, true), "abc");
+        let replaced = ensure_request_id(&mut headers, false);
+        assert_ne!(replaced, "abc");
+        assert_eq!(headers[REQUEST_ID], replaced);
         let mut empty = HeaderMap::new();
-        let id = ensure_request_id(&mut empty);
+        let id = ensure_request_id(&mut empty, true);
         assert_eq!(id.len(), 36);
         assert_eq!(empty[REQUEST_ID], id);
     }

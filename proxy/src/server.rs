@@ -43,7 +43,8 @@ impl Proxy {
         client: SocketAddr,
     ) -> Response<ProxyBody> {
         let start = Instant::now();
-        let request_id = headers::ensure_request_id(request.headers_mut());
+        let request_id =
+            headers::ensure_request_id(request.headers_mut(), self.settings.trust_request_id);
         // One snapshot for the whole request, whatever swaps meanwhile.
         let Some(snapshot) = self.state.snapshot() else {
             let response = ProxyError::NoTable.into_response();

@@ -19,6 +19,9 @@ pub struct Settings {
     pub trust_decision_header: bool,
     /// Also append an RFC 7239 `forwarded` header.
     pub forwarded_header: bool,
+    /// Keep an incoming `x-request-id` (a sidecar, or a gateway behind a
+    /// trusted hop); when false, every request gets a fresh id.
+    pub trust_request_id: bool,
     /// Bearer token required by `POST /table` on the admin listener; the
     /// endpoint is disabled without one.
     pub admin_token: Option<String>,
@@ -41,6 +44,7 @@ impl Default for Settings {
             set_decision_header: false,
             trust_decision_header: false,
             forwarded_header: false,
+            trust_request_id: true,
             admin_token: None,
             drain_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(10),

@@ -32,6 +32,8 @@ struct Bootstrap {
     trust_decision_header: bool,
     #[serde(default)]
     forwarded_header: bool,
+    #[serde(default)]
+    replace_request_id: bool,
     admin_token_file: Option<PathBuf>,
 }
 
@@ -98,6 +100,7 @@ pub(super) fn resolve(args: RunArgs) -> anyhow::Result<Resolved> {
         set_decision_header: args.set_decision_header || file.set_decision_header,
         trust_decision_header: args.trust_decision_header || file.trust_decision_header,
         forwarded_header: args.forwarded_header || file.forwarded_header,
+        trust_request_id: !(args.replace_request_id || file.replace_request_id),
         admin_token,
         drain_delay: duration(
             &args.drain_delay,
