@@ -5,6 +5,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -12,6 +13,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::access_log::{AccessLog, Pending};
 use crate::state::Snapshot;
 use crate::upstream::Lease;
 
@@ -33,15 +35,18 @@ pub struct UpstreamBody {
     lease: Option<Lease>,
     /// Records the request's duration when the body ends (or is dropped).
     timer: Option<Timer>,
+    /// Data bytes sent downstream so far.
+    sent: u64,
 }
 
 /// Observes a request's duration into its (route, backend) histogram.
 #[derive(Debug)]
 pub(crate) struct Timer {
     pub(crate) snapshot: Arc<Snapshot>,
-    pub(crate) route: usize,
-    pub(crate) backend: usize,
+    pub(crate) pair: Option<(usize, usize)>,
     pub(crate) start: Instant,
+    /// The access log line to write when the body ends, if sampled.
+    pub(crate) log: Option<(Arc<AccessLog>, Box<Pending>)>,
 }
 
 // === impl ProxyBody ===
@@ -58,12 +63,30 @@ impl ProxyBody {
     }
 
     /// A body streamed from upstream, holding `lease` until it ends.
-    pub(crate) fn upstream(inner: Incoming, lease: Lease, timer: Timer) -> Self {
+    pub(crate) fn upstream(inner: Incoming, lease: Lease) -> Self {
         Self::Upstream(UpstreamBody {
             inner,
             lease: Some(lease),
-            timer: Some(timer),
+            timer: None,
+            sent: 0,
         })
+    }
+
+    /// Data bytes of a body made by the proxy.
+    pub(crate) fn full_len(&self) -> u64 {
+        match self {
+            Self::Full(Some(bytes)) => bytes.len() as u64,
+            _ => 0,
+        }
+    }
+
+    /// Finishes `timer` when the streamed body ends; a body made by the
+    /// proxy is complete, so the timer finishes now.
+    pub(crate) fn attach(&mut self, timer: Timer) {
+        match self {
+            Self::Upstream(body) => body.timer = Some(timer),
+            Self::Full(_) => timer.finish(self.full_len()),
+        }
     }
 }
 
@@ -79,6 +102,11 @@ impl Body for ProxyBody {
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Self::Upstream(body) => {
                 let polled = Pin::new(&mut body.inner).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &polled
+                    && let Some(data) = frame.data_ref()
+                {
+                    body.sent += data.len() as u64;
+                }
                 match &polled {
                     // The whole response was read: the connection can serve
                     // another request.
@@ -115,7 +143,7 @@ impl UpstreamBody {
             lease.release(reusable);
         }
         if let Some(timer) = self.timer.take() {
-            timer.finish();
+            timer.finish(self.sent);
         }
     }
 }
@@ -132,10 +160,58 @@ impl Drop for UpstreamBody {
 // === impl Timer ===
 
 impl Timer {
-    pub(crate) fn finish(self) {
+    pub(crate) fn finish(self, bytes_sent: u64) {
+        let (route, backend) = (self.pair.map(|p| p.0), self.pair.map(|p| p.1));
         self.snapshot
             .metrics
-            .pair(Some(self.route), Some(self.backend))
+            .pair(route, backend)
             .observe(self.start.elapsed().as_secs_f64());
+        if let Some((log, pending)) = self.log {
+            log.finish(&pending, bytes_sent);
+        }
+    }
+}
+
+/// A request body on its way upstream, counting its bytes when the request
+/// is access-logged.
+#[derive(Debug)]
+pub struct RequestBody {
+    inner: Incoming,
+    received: Option<Arc<AtomicU64>>,
+}
+
+// === impl RequestBody ===
+
+impl RequestBody {
+    /// Wraps a downstream body; `received` (if any) counts its data bytes.
+    pub(crate) fn new(inner: Incoming, received: Option<Arc<AtomicU64>>) -> Self {
+        Self { inner, received }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let (Some(counter), Poll::Ready(Some(Ok(frame)))) = (&this.received, &polled)
+            && let Some(data) = frame.data_ref()
+        {
+            counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

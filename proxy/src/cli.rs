@@ -91,6 +91,12 @@ pub(crate) struct RunArgs {
     /// Also append an RFC 7239 `forwarded` header.
     #[arg(long)]
     forwarded_header: bool,
+    /// Write a JSON access log line per request on stdout.
+    #[arg(long)]
+    access_log: bool,
+    /// Share of requests the access log records, 0 to 1 (default 1).
+    #[arg(long)]
+    access_log_sample_rate: Option<f64>,
     /// Replace incoming `x-request-id`s instead of keeping them (an
     /// internet-facing gateway).
     #[arg(long)]

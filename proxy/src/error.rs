@@ -89,6 +89,18 @@ impl ProxyError {
         }
     }
 
+    /// Envoy-style response flags for the access log.
+    pub fn flags(&self) -> &'static str {
+        match self {
+            Self::NoTable | Self::NoRoute | Self::UnresolvedBackend => "NR",
+            Self::Draining(_) | Self::AllDraining | Self::NoEndpoints(_) => "UH",
+            Self::Connect { .. } => "UF",
+            Self::Upstream { .. } => "UC",
+            Self::Timeout(_) => "UT",
+            Self::BadRequest(_) => "DPE",
+        }
+    }
+
     /// The response a client gets: status, reason header and a one-line body.
     pub fn into_response(self) -> Response<ProxyBody> {
         let mut response = Response::new(ProxyBody::full(format!("{self}\n")));

@@ -11,6 +11,7 @@
 //! Tables change only through [`state::Applier`], fed by [`source`] (file and
 //! SIGHUP) and the [`admin`] API.
 
+pub mod access_log;
 pub mod admin;
 pub mod backend;
 pub mod body;

@@ -81,6 +81,7 @@ pub struct Metrics {
     last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Answers made before a backend was chosen (empty route and backend).
     unrouted: PairMetrics,
+    access_log_dropped: Counter,
     /// Label sets of the current table, to remove those that leave it.
     current: Mutex<CurrentSeries>,
 }
@@ -197,8 +198,15 @@ impl Metrics {
                 backend: String::new(),
             }),
         };
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "switchyard_access_log_dropped_lines",
+            "Access log lines dropped because the writer could not keep up",
+            access_log_dropped.clone(),
+        );
         Self {
             registry,
+            access_log_dropped,
             requests,
             duration,
             weight,
@@ -323,6 +331,11 @@ impl Metrics {
             backend: backend.to_owned(),
         });
         PairMetrics { by_class, duration }
+    }
+
+    /// The counter of dropped access log lines.
+    pub fn access_log_dropped(&self) -> Counter {
+        self.access_log_dropped.clone()
     }
 
     /// Handles for answers made before a backend was chosen.

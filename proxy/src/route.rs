@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::{HeaderValue, Response, StatusCode, request};
 use switchyard_config::compile::{Action, BackendId};
 use switchyard_config::pick::Split;
-use switchyard_config::{RequestHead, Target};
+use switchyard_config::{Picked, RequestHead, Target};
 
 use crate::backend::Backend;
 use crate::body::ProxyBody;
@@ -31,6 +31,8 @@ pub(crate) struct Decision {
     /// Route and backend indices in the snapshot (for metrics).
     pub(crate) route_index: usize,
     pub(crate) backend_index: usize,
+    /// Whether the cohort key chose the backend.
+    pub(crate) sticky: bool,
     pub(crate) request_timeout: Option<Duration>,
     pub(crate) backend_request_timeout: Option<Duration>,
     /// A cohort cookie to set on the response (key-less sticky client).
@@ -47,6 +49,7 @@ pub(crate) fn decide(
     let found = snapshot.table.route(&head).ok_or(ProxyError::NoRoute)?;
     let rule = found.rule;
     let mut set_cookie = None;
+    let mut sticky = false;
     let id = match &rule.action {
         Action::DirectResponse { status, body } => {
             let mut response = Response::new(ProxyBody::full(body.clone()));
@@ -66,9 +69,11 @@ pub(crate) fn decide(
                 None => {
                     let soft_open =
                         |id: BackendId| snapshot.backends[id.0 as usize].soft_drain_open();
-                    let (target, cookie) = pick(split, &head, soft_open);
+                    let (picked, cookie) = pick(split, &head, soft_open);
                     set_cookie = cookie;
-                    target.ok_or(ProxyError::AllDraining)?
+                    let picked = picked.ok_or(ProxyError::AllDraining)?;
+                    sticky = picked.sticky;
+                    picked.target
                 }
             };
             match target {
@@ -81,6 +86,7 @@ pub(crate) fn decide(
         backend: snapshot.backends[id.0 as usize].clone(),
         route_index: rule.route,
         backend_index: id.0 as usize,
+        sticky,
         request_timeout: rule.request_timeout,
         backend_request_timeout: rule.backend_request_timeout,
         set_cookie,
@@ -93,21 +99,16 @@ fn pick(
     split: &Split,
     head: &RequestHead<'_>,
     soft_open: impl Fn(BackendId) -> bool,
-) -> (Option<Target>, Option<HeaderValue>) {
+) -> (Option<Picked>, Option<HeaderValue>) {
     let random = rand::random::<u64>();
     let Some(cohort) = split.cohort() else {
-        return (split.pick(None, random).map(|p| p.target), None);
+        return (split.pick(None, random), None);
     };
     if let Some(key) = cohort.key(head) {
-        return (
-            split
-                .pick_with(Some(&key), random, soft_open)
-                .map(|p| p.target),
-            None,
-        );
+        return (split.pick_with(Some(&key), random, soft_open), None);
     }
     let Some(assign) = cohort.assign_cookie() else {
-        return (split.pick(None, random).map(|p| p.target), None);
+        return (split.pick(None, random), None);
     };
     let key = uuid::Uuid::new_v4().simple().to_string();
     let cookie = format!(
@@ -115,8 +116,8 @@ fn pick(
         assign.name,
         assign.max_age.as_secs()
     );
-    let target = split.pick(Some(key.as_bytes()), random).map(|p| p.target);
-    (target, HeaderValue::from_str(&cookie).ok())
+    let picked = split.pick(Some(key.as_bytes()), random);
+    (picked, HeaderValue::from_str(&cookie).ok())
 }
 
 /// The backend an upstream proxy already chose, when this proxy trusts the

@@ -2,7 +2,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
@@ -12,8 +13,9 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use switchyard_config::spec::Protocol;
 
+use crate::access_log::{AccessLog, Pending};
 use crate::backend::Backend;
-use crate::body::{ProxyBody, Timer};
+use crate::body::{ProxyBody, RequestBody, Timer};
 use crate::error::ProxyError;
 use crate::headers::{self, BACKEND_HEADER, DECISION_HEADER, REQUEST_ID};
 use crate::route::{self, Routed};
@@ -26,6 +28,66 @@ use crate::upstream::{Lease, SendError};
 pub struct Proxy {
     state: Arc<State>,
     settings: Arc<Settings>,
+    access_log: Option<Arc<AccessLog>>,
+}
+
+/// What `forward` learnt about a request, for metrics and the access log.
+#[derive(Debug, Default)]
+struct Served {
+    /// Route and backend indices, once a backend was chosen.
+    pair: Option<(usize, usize)>,
+    /// Whether the cohort key chose the backend.
+    sticky: bool,
+    /// Milliseconds until the upstream's response headers.
+    upstream_ms: Option<f64>,
+    /// The endpoint that answered (only when access logging).
+    upstream_host: Option<String>,
+    /// Envoy-style response flags (`-` when none).
+    flags: &'static str,
+    /// Counter of request body bytes (only when this request is logged).
+    received: Option<Arc<AtomicU64>>,
+}
+
+/// The access-log fields known when a request starts.
+fn pending_line(request: &Request<Incoming>, request_id: &HeaderValue, start: Instant) -> Pending {
+    let header = |name: header::HeaderName| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    Pending {
+        start_time: SystemTime::now(),
+        start,
+        method: request.method().to_string(),
+        path: request
+            .uri()
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), ToString::to_string),
+        protocol: match request.version() {
+            Version::HTTP_2 => "HTTP/2",
+            Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        },
+        authority: request
+            .uri()
+            .authority()
+            .map(ToString::to_string)
+            .or_else(|| header(header::HOST)),
+        user_agent: header(header::USER_AGENT),
+        x_forwarded_for: header(header::HeaderName::from_static("x-forwarded-for")),
+        request_id: request_id.to_str().unwrap_or("").to_owned(),
+        received: Arc::new(AtomicU64::new(0)),
+        response_code: 0,
+        response_flags: "-",
+        upstream_service_time_ms: None,
+        upstream_host: None,
+        route: None,
+        backend: None,
+        table_version: None,
+        cohort: false,
+    }
 }
 
 // === impl Proxy ===
@@ -33,7 +95,14 @@ pub struct Proxy {
 impl Proxy {
     /// A handler over `state`.
     pub fn new(state: Arc<State>, settings: Arc<Settings>) -> Self {
-        Self { state, settings }
+        let access_log = settings
+            .access_log_sample_rate
+            .map(|rate| AccessLog::start(rate, state.metrics().access_log_dropped()));
+        Self {
+            state,
+            settings,
+            access_log,
+        }
     }
 
     /// Handles one request: every failure becomes a precise error response.
@@ -45,32 +114,63 @@ impl Proxy {
         let start = Instant::now();
         let request_id =
             headers::ensure_request_id(request.headers_mut(), self.settings.trust_request_id);
+        let mut pending = self
+            .access_log
+            .as_ref()
+            .filter(|log| log.sampled())
+            .map(|_| Box::new(pending_line(&request, &request_id, start)));
         // One snapshot for the whole request, whatever swaps meanwhile.
         let Some(snapshot) = self.state.snapshot() else {
-            let response = ProxyError::NoTable.into_response();
+            let mut response = ProxyError::NoTable.into_response();
             let metrics = self.state.metrics().unrouted();
             metrics.count(response.status());
             metrics.observe(start.elapsed().as_secs_f64());
+            if let (Some(log), Some(pending)) = (&self.access_log, pending.as_deref_mut()) {
+                pending.response_code = response.status().as_u16();
+                pending.response_flags = ProxyError::NoTable.flags();
+                log.finish(pending, response.body().full_len());
+            }
+            response.headers_mut().insert(REQUEST_ID, request_id);
             return response;
         };
-        let mut pair = None;
+        let mut served = Served {
+            received: pending.as_ref().map(|p| p.received.clone()),
+            flags: "-",
+            ..Served::default()
+        };
         let mut response = match self
-            .forward(request, client, &snapshot, start, &mut pair)
+            .forward(request, client, &snapshot, start, &mut served)
             .await
         {
             Ok(response) => response,
             Err(error) => {
                 tracing::debug!(%error, request_id = ?request_id, "request failed");
+                served.flags = error.flags();
                 error.into_response()
             }
         };
-        let metrics = snapshot.metrics.pair(pair.map(|p| p.0), pair.map(|p| p.1));
-        metrics.count(response.status());
-        // A streamed body records its duration when it ends; anything else
-        // is complete now.
-        if !matches!(response.body(), ProxyBody::Upstream(_)) {
-            metrics.observe(start.elapsed().as_secs_f64());
+        let (route, backend) = (served.pair.map(|p| p.0), served.pair.map(|p| p.1));
+        snapshot
+            .metrics
+            .pair(route, backend)
+            .count(response.status());
+        if let Some(pending) = pending.as_deref_mut() {
+            pending.response_code = response.status().as_u16();
+            pending.response_flags = served.flags;
+            pending.upstream_service_time_ms = served.upstream_ms;
+            pending.upstream_host = served.upstream_host.take();
+            pending.route = route.map(|r| snapshot.table.routes()[r].name.clone());
+            pending.backend = backend.map(|b| snapshot.table.backends()[b].name.clone());
+            pending.table_version = Some(snapshot.table.version().to_string());
+            pending.cohort = served.sticky;
         }
+        let log = self.access_log.clone().zip(pending);
+        response.body_mut().attach(Timer {
+            snapshot,
+            pair: served.pair,
+            start,
+            log,
+        });
         response.headers_mut().insert(REQUEST_ID, request_id);
         response
     }
@@ -81,7 +181,7 @@ impl Proxy {
         client: SocketAddr,
         snapshot: &Arc<Snapshot>,
         start: Instant,
-        pair: &mut Option<(usize, usize)>,
+        served: &mut Served,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let upgrade =
             request.version() == Version::HTTP_11 && headers::is_upgrade_request(request.headers());
@@ -91,7 +191,8 @@ impl Proxy {
             Routed::Respond(response) => return Ok(response),
             Routed::Forward(decision) => decision,
         };
-        *pair = Some((decision.route_index, decision.backend_index));
+        served.pair = Some((decision.route_index, decision.backend_index));
+        served.sticky = decision.sticky;
         let backend = decision.backend;
         if upgrade && backend.protocol() == Protocol::Http2 {
             return Err(ProxyError::BadRequest(
@@ -99,7 +200,7 @@ impl Proxy {
             ));
         }
         self.prepare_upstream(&mut parts, &backend, client, upgrade)?;
-        let request = Request::from_parts(parts, body);
+        let request = Request::from_parts(parts, RequestBody::new(body, served.received.take()));
         let send = self.send_with_retry(&backend, request, decision.backend_request_timeout);
         let (mut response, mut lease) = match decision.request_timeout {
             Some(limit) => tokio::time::timeout(limit, send)
@@ -107,6 +208,10 @@ impl Proxy {
                 .map_err(|_| ProxyError::Timeout(backend.name().to_owned()))??,
             None => send.await?,
         };
+        served.upstream_ms = Some(start.elapsed().as_secs_f64() * 1000.0);
+        if self.access_log.is_some() {
+            served.upstream_host = Some(lease.endpoint_addr().to_owned());
+        }
 
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching && client_upgrade.is_none() {
@@ -140,15 +245,9 @@ impl Proxy {
             return Ok(Response::from_parts(parts, ProxyBody::empty()));
         }
         let (parts, body) = response.into_parts();
-        let timer = Timer {
-            snapshot: snapshot.clone(),
-            route: decision.route_index,
-            backend: decision.backend_index,
-            start,
-        };
         Ok(Response::from_parts(
             parts,
-            ProxyBody::upstream(body, lease, timer),
+            ProxyBody::upstream(body, lease),
         ))
     }
 
@@ -223,7 +322,7 @@ impl Proxy {
     async fn send_with_retry(
         &self,
         backend: &Arc<Backend>,
-        request: Request<Incoming>,
+        request: Request<RequestBody>,
         attempt_timeout: Option<Duration>,
     ) -> Result<(Response<Incoming>, Lease), ProxyError> {
         let first = backend
@@ -272,7 +371,7 @@ impl Proxy {
         &self,
         backend: &Arc<Backend>,
         endpoint: &Arc<crate::upstream::Endpoint>,
-        request: Request<Incoming>,
+        request: Request<RequestBody>,
         limit: Option<Duration>,
     ) -> Result<Result<(Response<Incoming>, Lease), SendError>, ProxyError> {
         let send = endpoint.send(backend, request, self.settings.connect_timeout);

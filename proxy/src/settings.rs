@@ -25,6 +25,9 @@ pub struct Settings {
     /// Bearer token required by `POST /table` on the admin listener; the
     /// endpoint is disabled without one.
     pub admin_token: Option<String>,
+    /// Access log on stdout, with the share of requests logged (0..=1);
+    /// `None` turns it off.
+    pub access_log_sample_rate: Option<f64>,
     /// After SIGTERM, how long to keep accepting while `/ready` already
     /// fails, so load balancers stop sending first (match a `preStop` sleep).
     pub drain_delay: Duration,
@@ -46,6 +49,7 @@ impl Default for Settings {
             forwarded_header: false,
             trust_request_id: true,
             admin_token: None,
+            access_log_sample_rate: None,
             drain_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(10),
             tunnel_rebalance_window: crate::backend::DEFAULT_REBALANCE_WINDOW,

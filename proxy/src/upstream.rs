@@ -20,6 +20,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::backend::Backend;
+use crate::body::RequestBody;
 
 /// Most idle HTTP/1.1 connections kept per endpoint.
 const MAX_IDLE_PER_ENDPOINT: usize = 512;
@@ -35,8 +36,8 @@ pub struct Endpoint {
     addr: String,
     protocol: Protocol,
     /// Idle connections, most recently used last, with when they went idle.
-    idle: Mutex<Vec<(http1::SendRequest<Incoming>, Instant)>>,
-    shared_h2: tokio::sync::Mutex<Option<http2::SendRequest<Incoming>>>,
+    idle: Mutex<Vec<(http1::SendRequest<RequestBody>, Instant)>>,
+    shared_h2: tokio::sync::Mutex<Option<http2::SendRequest<RequestBody>>>,
     in_flight: AtomicUsize,
     /// Set when the endpoint left the table: nothing goes back to its pool.
     retired: AtomicBool,
@@ -50,7 +51,7 @@ pub struct Endpoint {
 pub(crate) struct Lease {
     endpoint: Arc<Endpoint>,
     backend: Arc<Backend>,
-    connection: Option<http1::SendRequest<Incoming>>,
+    connection: Option<http1::SendRequest<RequestBody>>,
 }
 
 /// A failed send.
@@ -59,7 +60,7 @@ pub(crate) enum SendError {
     /// Nothing reached the upstream: the request may be sent elsewhere.
     NotSent {
         /// Boxed: failures are rare, and the error stays small on the happy path.
-        request: Box<Request<Incoming>>,
+        request: Box<Request<RequestBody>>,
         reason: String,
         connect: bool,
     },
@@ -136,7 +137,7 @@ impl Endpoint {
     pub(crate) async fn send(
         self: &Arc<Self>,
         backend: &Arc<Backend>,
-        request: Request<Incoming>,
+        request: Request<RequestBody>,
         connect_timeout: Duration,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
         let mut lease = Lease::new(self.clone(), backend.clone());
@@ -183,7 +184,7 @@ impl Endpoint {
         }
     }
 
-    async fn take_idle(&self) -> Option<http1::SendRequest<Incoming>> {
+    async fn take_idle(&self) -> Option<http1::SendRequest<RequestBody>> {
         loop {
             let (mut candidate, idle_since) = self.idle.lock().ok()?.pop()?;
             if candidate.is_closed() {
@@ -202,7 +203,7 @@ impl Endpoint {
         }
     }
 
-    fn give_back(&self, connection: http1::SendRequest<Incoming>) {
+    fn give_back(&self, connection: http1::SendRequest<RequestBody>) {
         if self.retired.load(Ordering::Relaxed) || connection.is_closed() {
             return;
         }
@@ -227,7 +228,7 @@ impl Endpoint {
     async fn connect_http1(
         &self,
         timeout: Duration,
-    ) -> Result<http1::SendRequest<Incoming>, String> {
+    ) -> Result<http1::SendRequest<RequestBody>, String> {
         let io = self.connect(timeout).await?;
         let (sender, connection) = http1::Builder::new()
             .handshake(io)
@@ -246,7 +247,7 @@ impl Endpoint {
     async fn shared_http2(
         &self,
         timeout: Duration,
-    ) -> Result<http2::SendRequest<Incoming>, String> {
+    ) -> Result<http2::SendRequest<RequestBody>, String> {
         let mut shared = self.shared_h2.lock().await;
         if let Some(sender) = shared.as_ref()
             && !sender.is_closed()
@@ -316,7 +317,7 @@ impl Drop for Lease {
 // === impl SendError ===
 
 impl SendError {
-    fn from_try(mut error: hyper::client::conn::TrySendError<Request<Incoming>>) -> Self {
+    fn from_try(mut error: hyper::client::conn::TrySendError<Request<RequestBody>>) -> Self {
         let reason = error.error().to_string();
         match error.take_message() {
             Some(request) => Self::NotSent {

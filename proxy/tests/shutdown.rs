@@ -4,13 +4,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{DEADLINE, Proxy, eventually, http};
+use support::{DEADLINE, Proxy, eventually, http, read_response};
 
 /// A keep-alive HTTP/1.1 backend on a plain thread: `/slow...` requests wait
 /// until `release`, anything else answers at once.
@@ -76,33 +76,6 @@ impl SlowBackend {
         *lock.lock().unwrap() = true;
         condvar.notify_all();
     }
-}
-
-/// Reads one HTTP/1.1 response with a content-length body; returns the head.
-fn read_response(reader: &mut BufReader<TcpStream>) -> String {
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "connection closed mid-response"
-        );
-        head.push_str(&line);
-        if line == "\r\n" {
-            break;
-        }
-    }
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .unwrap_or(0);
-    let mut body = vec![0u8; length];
-    reader.read_exact(&mut body).unwrap();
-    head
 }
 
 #[test]

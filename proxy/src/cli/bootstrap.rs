@@ -34,6 +34,9 @@ struct Bootstrap {
     forwarded_header: bool,
     #[serde(default)]
     replace_request_id: bool,
+    #[serde(default)]
+    access_log: bool,
+    access_log_sample_rate: Option<f64>,
     admin_token_file: Option<PathBuf>,
 }
 
@@ -86,7 +89,17 @@ pub(super) fn resolve(args: RunArgs) -> anyhow::Result<Resolved> {
         }
         None => None,
     };
+    let sample_rate = args.access_log_sample_rate.or(file.access_log_sample_rate);
+    if let Some(rate) = sample_rate {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&rate),
+            "--access-log-sample-rate must be between 0 and 1, not {rate}"
+        );
+    }
+    let access_log_sample_rate = (args.access_log || file.access_log || sample_rate.is_some())
+        .then_some(sample_rate.unwrap_or(1.0));
     let settings = Settings {
+        access_log_sample_rate,
         connect_timeout: duration(
             &args.connect_timeout,
             file.connect_timeout,

@@ -60,10 +60,20 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn spawn(args: &[&str]) -> Self {
+        Self::spawn_with(args, false)
+    }
+
+    /// Like `spawn`; with `capture_stdout`, stdout is a pipe the test reads
+    /// (`child.stdout`), else it is discarded.
+    pub fn spawn_with(args: &[&str], capture_stdout: bool) -> Self {
         let mut child = Command::new(BIN)
             .args(args)
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(if capture_stdout {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -186,4 +196,31 @@ pub fn exit_code(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// Reads one HTTP/1.1 response with a content-length body; returns the head.
+pub fn read_response(reader: &mut BufReader<TcpStream>) -> String {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "connection closed mid-response"
+        );
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).unwrap();
+    head
 }
