@@ -158,6 +158,16 @@ async fn backend_state(proxy: &TestProxy, name: &str) -> serde_json::Value {
         .unwrap()
 }
 
+/// Sends `text` on the WebSocket and expects it echoed back.
+async fn assert_echoes<S>(socket: &mut tokio_tungstenite::WebSocketStream<S>, text: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    socket.send(Message::text(text.to_owned())).await.unwrap();
+    let echoed = socket.next().await.unwrap().unwrap();
+    assert_eq!(echoed.into_text().unwrap().as_str(), text);
+}
+
 fn drain_table(blue: &TestBackend, green: &TestBackend, deadline: &str) -> String {
     split_table(blue, green, (1, 1)).replace(
         &format!("green: {{ endpoints: [\"{}\"] }}", green.addr),
@@ -235,18 +245,7 @@ async fn at_the_deadline_tunnels_close_and_http2_streams_reset() {
 
     proxy.apply(&drain_table(&blue, &green, "2s"));
     // Before the deadline the tunnel still works.
-    socket.send(Message::text("still here")).await.unwrap();
-    assert_eq!(
-        socket
-            .next()
-            .await
-            .unwrap()
-            .unwrap()
-            .into_text()
-            .unwrap()
-            .as_str(),
-        "still here"
-    );
+    assert_echoes(&mut socket, "still here").await;
 
     // At the deadline the stream is reset and the tunnel closed.
     let cut = tokio::time::timeout(support::DEADLINE, body.frame())
@@ -428,18 +427,7 @@ async fn at_shutdown_tunnels_get_the_grace_period_then_close() {
             .unwrap();
     let stopping = tokio::spawn(proxy.shutdown());
     // During the grace period the tunnel still works...
-    socket.send(Message::text("during shutdown")).await.unwrap();
-    assert_eq!(
-        socket
-            .next()
-            .await
-            .unwrap()
-            .unwrap()
-            .into_text()
-            .unwrap()
-            .as_str(),
-        "during shutdown"
-    );
+    assert_echoes(&mut socket, "during shutdown").await;
     // ...and when it ends the proxy closes it and finishes.
     let closed = tokio::time::timeout(support::DEADLINE, socket.next())
         .await

@@ -64,19 +64,7 @@ fn every_request_is_one_json_line_with_every_documented_key() {
     let backends = Backends::start();
     let dir = tempfile::tempdir().unwrap();
     let table = table_file(&dir, &backends);
-    let mut proxy = Proxy::spawn_with(
-        &[
-            "run",
-            "--table",
-            table.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--access-log",
-        ],
-        true,
-    );
+    let mut proxy = Proxy::run_table_with(&table, &["--access-log"], true);
     let lines = stdout_lines(&mut proxy);
     let (status, body) = http(
         proxy.addr(),
@@ -140,20 +128,7 @@ fn sampling_at_zero_writes_nothing() {
     let backends = Backends::start();
     let dir = tempfile::tempdir().unwrap();
     let table = table_file(&dir, &backends);
-    let mut proxy = Proxy::spawn_with(
-        &[
-            "run",
-            "--table",
-            table.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--access-log-sample-rate",
-            "0",
-        ],
-        true,
-    );
+    let mut proxy = Proxy::run_table_with(&table, &["--access-log-sample-rate", "0"], true);
     for _ in 0..20 {
         assert_eq!(http(proxy.addr(), "GET", "/", &[], "").0, 200);
     }
@@ -176,19 +151,7 @@ fn a_blocked_stdout_drops_lines_instead_of_stalling_requests() {
     let dir = tempfile::tempdir().unwrap();
     let table = table_file(&dir, &backends);
     // stdout is a pipe nobody reads: it fills after some 64 KiB.
-    let proxy = Proxy::spawn_with(
-        &[
-            "run",
-            "--table",
-            table.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--access-log",
-        ],
-        true,
-    );
+    let proxy = Proxy::run_table_with(&table, &["--access-log"], true);
     let stream = TcpStream::connect(proxy.addr()).unwrap();
     stream.set_read_timeout(Some(DEADLINE)).unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());

@@ -111,6 +111,11 @@ impl Proxy {
 
     /// `run --table TABLE` on ports from the OS, plus `extra` flags.
     pub fn run_table(table: &Path, extra: &[&str]) -> Self {
+        Self::run_table_with(table, extra, false)
+    }
+
+    /// [`Proxy::run_table`], optionally with stdout as a pipe to read.
+    pub fn run_table_with(table: &Path, extra: &[&str], capture_stdout: bool) -> Self {
         let mut args = vec![
             "run",
             "--table",
@@ -121,7 +126,7 @@ impl Proxy {
             "127.0.0.1:0",
         ];
         args.extend_from_slice(extra);
-        Self::spawn(&args)
+        Self::spawn_with(&args, capture_stdout)
     }
 
     pub fn logs(&self) -> String {
