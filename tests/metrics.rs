@@ -331,3 +331,79 @@ async fn deploy_examples_are_valid_yaml_and_query_metrics_that_exist() {
     }
     assert_eq!(checked, 4, "flagger, argo, podmonitor, prometheus relabel");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_failures_retries_errors_and_connections_are_counted() {
+    let blue = TestBackend::start("blue").await;
+    let dead = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    };
+    let text = format!(
+        "backends:\n  blue: {{ endpoints: [\"{}\"] }}\n  dead: {{ endpoints: [\"{dead}\"] }}\nroutes:\n  - name: app\n    hostnames: [app.test]\n    rules:\n      - {{ matches: [{{ path: {{ value: /dead }} }}], backend: dead }}\n      - backend: blue\n",
+        blue.addr
+    );
+    let proxy = TestProxy::start(&text).await;
+    let mut client = Client::http1(proxy.addr).await;
+    assert_eq!(client.get("/", &[]).await.status, 200);
+    assert_eq!(client.get("/dead", &[]).await.status, 502);
+    let samples = scrape(&proxy).await;
+    // One request, one retry (the only endpoint again), one failure.
+    assert_eq!(
+        value(
+            &samples,
+            "switchyard_upstream_retries_total",
+            &[("backend", "dead")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "switchyard_upstream_errors_total",
+            &[("backend", "dead"), ("error", "connect_failed")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "switchyard_http_errors_total",
+            &[("error", "upstream_connect_failed")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "switchyard_upstream_connections_open",
+            &[("backend", "blue")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "switchyard_upstream_connections_open",
+            &[("backend", "dead")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "switchyard_downstream_connections_accepted_total",
+            &[("listener", "proxy")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "switchyard_downstream_connections_open",
+            &[("listener", "proxy")]
+        ),
+        Some(1.0)
+    );
+    proxy.shutdown().await;
+}

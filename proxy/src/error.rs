@@ -89,6 +89,17 @@ impl ProxyError {
         }
     }
 
+    /// The backend and kind (`connect_failed`, `failed`, `timeout`) of an
+    /// upstream failure, for `switchyard_upstream_errors_total`.
+    pub fn upstream_failure(&self) -> Option<(&str, &'static str)> {
+        match self {
+            Self::Connect { backend, .. } => Some((backend, "connect_failed")),
+            Self::Upstream { backend, .. } => Some((backend, "failed")),
+            Self::Timeout(backend) => Some((backend, "timeout")),
+            _ => None,
+        }
+    }
+
     /// Envoy-style response flags for the access log.
     pub fn flags(&self) -> &'static str {
         match self {

@@ -12,6 +12,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -31,6 +33,7 @@ pub(crate) async fn serve<H, Fut>(
     header_read_timeout: Duration,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
+    (accepted_total, open_now): (Counter, Gauge),
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
@@ -69,10 +72,14 @@ pub(crate) async fn serve<H, Fut>(
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
+        accepted_total.inc();
+        open_now.inc();
+        let open = open_now.clone();
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
+            open.dec();
         });
     }
     drop(listener);

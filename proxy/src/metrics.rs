@@ -53,6 +53,22 @@ struct BackendLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamErrorLabels {
+    backend: String,
+    error: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    error: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: String,
 }
@@ -82,6 +98,12 @@ pub struct Metrics {
     /// Answers made before a backend was chosen (empty route and backend).
     unrouted: PairMetrics,
     access_log_dropped: Counter,
+    upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    upstream_retries: Family<BackendLabels, Counter>,
+    upstream_connections: Family<BackendLabels, Gauge>,
+    errors: Family<ErrorLabels, Counter>,
+    accepted: Family<ListenerLabels, Counter>,
+    open: Family<ListenerLabels, Gauge>,
     /// Label sets of the current table, to remove those that leave it.
     current: Mutex<CurrentSeries>,
 }
@@ -111,6 +133,9 @@ pub struct PairMetrics {
 }
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Values of the `error` label of `switchyard_upstream_errors_total`.
+pub const UPSTREAM_ERRORS: [&str; 3] = ["connect_failed", "failed", "timeout"];
 
 fn new_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
@@ -204,9 +229,51 @@ impl Metrics {
             "Access log lines dropped because the writer could not keep up",
             access_log_dropped.clone(),
         );
+        let upstream_errors = Family::default();
+        registry.register(
+            "switchyard_upstream_errors",
+            "Requests that failed upstream, by backend and error (connect_failed, failed, timeout)",
+            upstream_errors.clone(),
+        );
+        let upstream_retries = Family::default();
+        registry.register(
+            "switchyard_upstream_retries",
+            "Requests sent again because the first attempt never reached the upstream",
+            upstream_retries.clone(),
+        );
+        let upstream_connections = Family::default();
+        registry.register(
+            "switchyard_upstream_connections_open",
+            "Open upstream connections (pooled and in use), by backend",
+            upstream_connections.clone(),
+        );
+        let errors = Family::default();
+        registry.register(
+            "switchyard_http_errors",
+            "Requests the proxy answered itself with an error, by reason (the x-switchyard-error value)",
+            errors.clone(),
+        );
+        let accepted = Family::default();
+        registry.register(
+            "switchyard_downstream_connections_accepted",
+            "Client connections accepted, by listener",
+            accepted.clone(),
+        );
+        let open = Family::default();
+        registry.register(
+            "switchyard_downstream_connections_open",
+            "Client connections open, by listener",
+            open.clone(),
+        );
         Self {
             registry,
             access_log_dropped,
+            upstream_errors,
+            upstream_retries,
+            upstream_connections,
+            errors,
+            accepted,
+            open,
             requests,
             duration,
             weight,
@@ -289,6 +356,14 @@ impl Metrics {
             self.weight.remove(&labels);
             self.in_flight.remove(&labels);
             self.draining.remove(&labels);
+            self.upstream_retries.remove(&labels);
+            self.upstream_connections.remove(&labels);
+            for error in UPSTREAM_ERRORS {
+                self.upstream_errors.remove(&UpstreamErrorLabels {
+                    backend: backend.clone(),
+                    error,
+                });
+            }
         }
         if let Some(old) = current.version.take()
             && old != version
@@ -333,6 +408,40 @@ impl Metrics {
         PairMetrics { by_class, duration }
     }
 
+    /// Counts a request that failed upstream (`error` is one of
+    /// [`UPSTREAM_ERRORS`]). Failures are rare, so the family lookup is fine.
+    pub fn count_upstream_error(&self, backend: &str, error: &'static str) {
+        self.upstream_errors
+            .get_or_create(&UpstreamErrorLabels {
+                backend: backend.to_owned(),
+                error,
+            })
+            .inc();
+    }
+
+    /// Counts a retry on `backend`.
+    pub fn count_retry(&self, backend: &str) {
+        self.upstream_retries
+            .get_or_create(&BackendLabels {
+                backend: backend.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts an error answer made by the proxy, by its reason code.
+    pub fn count_error(&self, error: &'static str) {
+        self.errors.get_or_create(&ErrorLabels { error }).inc();
+    }
+
+    /// The accepted-connections counter and open-connections gauge of a listener.
+    pub fn downstream(&self, listener: &'static str) -> (Counter, Gauge) {
+        let labels = ListenerLabels { listener };
+        (
+            self.accepted.get_or_create_owned(&labels),
+            self.open.get_or_create_owned(&labels),
+        )
+    }
+
     /// The counter of dropped access log lines.
     pub fn access_log_dropped(&self) -> Counter {
         self.access_log_dropped.clone()
@@ -356,6 +465,14 @@ impl Metrics {
             self.draining
                 .get_or_create(&labels)
                 .set(i64::from(backend.is_draining()));
+            let connections: usize = backend
+                .endpoints()
+                .iter()
+                .map(|e| e.open_connections())
+                .sum();
+            self.upstream_connections
+                .get_or_create(&labels)
+                .set(connections as i64);
         }
         let mut out = String::new();
         // Writing to a String cannot fail.

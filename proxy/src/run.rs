@@ -58,6 +58,7 @@ pub async fn run(
             settings.header_read_timeout,
             stop_rx.clone(),
             settings.shutdown_grace,
+            applier_state.metrics().downstream("proxy"),
         ));
     }
     if let Some(listener) = listeners.admin {
@@ -73,6 +74,7 @@ pub async fn run(
             settings.header_read_timeout,
             stop_rx.clone(),
             settings.shutdown_grace,
+            applier_state.metrics().downstream("admin"),
         ));
     }
     shutdown.await;

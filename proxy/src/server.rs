@@ -122,6 +122,7 @@ impl Proxy {
         // One snapshot for the whole request, whatever swaps meanwhile.
         let Some(snapshot) = self.state.snapshot() else {
             let mut response = ProxyError::NoTable.into_response();
+            self.state.metrics().count_error(ProxyError::NoTable.code());
             let metrics = self.state.metrics().unrouted();
             metrics.count(response.status());
             metrics.observe(start.elapsed().as_secs_f64());
@@ -146,6 +147,11 @@ impl Proxy {
             Err(error) => {
                 tracing::debug!(%error, request_id = ?request_id, "request failed");
                 served.flags = error.flags();
+                let metrics = self.state.metrics();
+                metrics.count_error(error.code());
+                if let Some((backend, kind)) = error.upstream_failure() {
+                    metrics.count_upstream_error(backend, kind);
+                }
                 error.into_response()
             }
         };
@@ -340,6 +346,7 @@ impl Proxy {
                 request, reason, ..
             }) => {
                 tracing::debug!(backend = backend.name(), endpoint = first.addr(), %reason, "retrying on another endpoint; the request was not sent");
+                self.state.metrics().count_retry(backend.name());
                 *request
             }
         };

@@ -93,6 +93,13 @@ impl Endpoint {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Open connections (pooled or in use; HTTP/2 counts one).
+    pub fn open_connections(&self) -> usize {
+        self.connections
+            .lock()
+            .map_or(0, |c| c.iter().filter(|t| !t.is_finished()).count())
+    }
+
     /// Idle pooled HTTP/1.1 connections.
     pub fn idle_connections(&self) -> usize {
         self.idle.lock().map_or(0, |idle| idle.len())
