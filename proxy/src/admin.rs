@@ -15,6 +15,7 @@ use switchyard_config::load::MAX_TABLE_BYTES;
 use switchyard_config::spec::TableSpec;
 
 use crate::body::ProxyBody;
+use crate::settings::LogLevel;
 use crate::state::Applier;
 
 /// `GET /config`: the table in force, its version first.
@@ -31,16 +32,18 @@ struct ConfigView<'a> {
 pub struct Admin {
     applier: Applier,
     token: Option<Arc<str>>,
+    log_level: Option<LogLevel>,
 }
 
 // === impl Admin ===
 
 impl Admin {
     /// An admin API; `token` enables `POST /table`.
-    pub fn new(applier: Applier, token: Option<String>) -> Self {
+    pub fn new(applier: Applier, token: Option<String>, log_level: Option<LogLevel>) -> Self {
         Self {
             applier,
             token: token.map(Arc::from),
+            log_level,
         }
     }
 
@@ -55,6 +58,7 @@ impl Admin {
             ("/backends", Method::GET) => self.backends(),
             ("/metrics", Method::GET) => self.metrics(),
             ("/table", Method::POST) => self.post_table(request).await,
+            ("/log-level", Method::POST) => self.log_level(request).await,
             ("/healthcheck/fail", Method::POST) => {
                 self.applier.state().set_health_failed(true);
                 text(StatusCode::OK, "readiness now fails\n")
@@ -66,7 +70,9 @@ impl Admin {
             ("/live" | "/ready" | "/config" | "/backends" | "/metrics", _) => {
                 method_not_allowed("GET")
             }
-            ("/table" | "/healthcheck/fail" | "/healthcheck/ok", _) => method_not_allowed("POST"),
+            ("/table" | "/log-level" | "/healthcheck/fail" | "/healthcheck/ok", _) => {
+                method_not_allowed("POST")
+            }
             _ => text(StatusCode::NOT_FOUND, "unknown admin path\n"),
         }
     }
@@ -152,6 +158,32 @@ impl Admin {
             StatusCode::OK,
             &json!({ "version": snapshot.table.version(), "backends": backends }),
         )
+    }
+
+    async fn log_level(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+        let Some(log_level) = &self.log_level else {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "log level changes are not available in this process\n",
+            );
+        };
+        let body = match Limited::new(request.into_body(), 4096).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) => {
+                return text(StatusCode::PAYLOAD_TOO_LARGE, &format!("{error}\n"));
+            }
+        };
+        let directives = String::from_utf8_lossy(&body).trim().to_owned();
+        match log_level.set(&directives) {
+            Ok(()) => {
+                tracing::info!(%directives, "log level changed");
+                text(StatusCode::OK, &format!("log level: {directives}\n"))
+            }
+            Err(reason) => text(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid log directives {directives:?}: {reason}\n"),
+            ),
+        }
     }
 
     async fn post_table(&self, request: Request<Incoming>) -> Response<ProxyBody> {

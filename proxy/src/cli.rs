@@ -101,9 +101,21 @@ pub(crate) struct RunArgs {
     /// internet-facing gateway).
     #[arg(long)]
     replace_request_id: bool,
+    /// Operational log format on stderr.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
     /// File holding the bearer token for `POST /table` on the admin API.
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
+}
+
+/// Operational log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 // === impl Cli ===

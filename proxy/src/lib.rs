@@ -30,5 +30,5 @@ pub mod upstream;
 mod run;
 
 pub use run::{Listeners, run};
-pub use settings::Settings;
+pub use settings::{LogLevel, Settings};
 pub use state::{Applier, State};

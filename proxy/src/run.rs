@@ -62,7 +62,11 @@ pub async fn run(
         ));
     }
     if let Some(listener) = listeners.admin {
-        let admin = Arc::new(Admin::new(applier, settings.admin_token.clone()));
+        let admin = Arc::new(Admin::new(
+            applier,
+            settings.admin_token.clone(),
+            settings.log_level.clone(),
+        ));
         let handler = move |request, _peer| {
             let admin = admin.clone();
             async move { admin.handle(request).await }

@@ -1,6 +1,32 @@
 //! Proxy settings that do not come from the table.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// Changes the log filter at runtime (`POST /log-level`); the binary
+/// provides it, since it owns the log subscriber.
+#[derive(Clone)]
+pub struct LogLevel(Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>);
+
+impl LogLevel {
+    /// A setter that applies `EnvFilter`-style directives (`debug`,
+    /// `switchyard_proxy=debug,info`).
+    pub fn new(set: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(set))
+    }
+
+    /// Applies `directives`, or says why they are invalid.
+    pub fn set(&self, directives: &str) -> Result<(), String> {
+        (self.0)(directives)
+    }
+}
+
+impl fmt::Debug for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LogLevel(..)")
+    }
+}
 
 /// Behaviour knobs of the data plane, set from flags.
 #[derive(Debug, Clone)]
@@ -33,6 +59,8 @@ pub struct Settings {
     pub drain_delay: Duration,
     /// After the drain delay, how long open connections may finish.
     pub shutdown_grace: Duration,
+    /// Runtime log level control for `POST /log-level`, when available.
+    pub log_level: Option<LogLevel>,
     /// When a backend's share falls, tunnels beyond its new share are
     /// closed one by one over this window.
     pub tunnel_rebalance_window: Duration,
@@ -53,6 +81,7 @@ impl Default for Settings {
             drain_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(10),
             tunnel_rebalance_window: crate::backend::DEFAULT_REBALANCE_WINDOW,
+            log_level: None,
         }
     }
 }

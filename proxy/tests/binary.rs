@@ -236,3 +236,46 @@ fn check_prints_versions_or_every_error() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout.matches(": ok sha256:").count(), files.len());
 }
+
+#[test]
+fn json_logs_and_a_log_level_changed_at_runtime() {
+    let backends = Backends::start();
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("table.yaml");
+    let text = backends.table_to("blue").replace(
+        "- { name: app, rules: [{ backend: blue }] }",
+        "- { name: app, hostnames: [app.test], rules: [{ backend: blue }] }",
+    );
+    std::fs::write(&table, text).unwrap();
+    let proxy = Proxy::run_table(&table, &["--log-format", "json"]);
+    for line in proxy.logs().lines() {
+        let entry: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(entry["level"].is_string(), "{line}");
+    }
+    let unrouted = || {
+        let mut stream = std::net::TcpStream::connect(proxy.addr()).unwrap();
+        std::io::Write::write_all(
+            &mut stream,
+            b"GET / HTTP/1.1\r\nhost: other.test\r\nconnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut response = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+    };
+    // At the default level a failed request is not logged...
+    unrouted();
+    assert_eq!(
+        http(proxy.admin, "POST", "/log-level", &[], "nonsense=[").0,
+        400
+    );
+    let (status, body) = http(proxy.admin, "POST", "/log-level", &[], "debug");
+    assert_eq!(status, 200, "{body}");
+    // ...at debug it is, and it is the only one.
+    unrouted();
+    eventually("the failed request is logged at debug", || {
+        proxy.logs().contains("request failed")
+    });
+    assert_eq!(proxy.logs().matches("request failed").count(), 1);
+}

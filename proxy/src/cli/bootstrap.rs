@@ -99,6 +99,8 @@ pub(super) fn resolve(args: RunArgs) -> anyhow::Result<Resolved> {
     let access_log_sample_rate = (args.access_log || file.access_log || sample_rate.is_some())
         .then_some(sample_rate.unwrap_or(1.0));
     let settings = Settings {
+        // Set by the runner, which owns the log subscriber.
+        log_level: None,
         access_log_sample_rate,
         connect_timeout: duration(
             &args.connect_timeout,

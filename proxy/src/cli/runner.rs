@@ -3,14 +3,14 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use switchyard_proxy::{Applier, Listeners, Settings, State, demo, source};
+use switchyard_proxy::{Applier, Listeners, LogLevel, Settings, State, demo, source};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::{EXIT_USAGE, RunArgs, bootstrap};
+use super::{EXIT_USAGE, LogFormat, RunArgs, bootstrap};
 
 pub(super) fn run(args: RunArgs) -> ExitCode {
-    init_logging();
+    let log_level = init_logging(args.log_format == LogFormat::Json);
     let resolved = match bootstrap::resolve(args) {
         Ok(resolved) => resolved,
         Err(error) => return usage_error(&error),
@@ -38,14 +38,18 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
             resolved.reload_poll_interval,
             stop_rx,
         ));
-        switchyard_proxy::run(listeners, applier, resolved.settings, shutdown_signal()).await;
+        let settings = Settings {
+            log_level,
+            ..resolved.settings
+        };
+        switchyard_proxy::run(listeners, applier, settings, shutdown_signal()).await;
         stop_tx.send_replace(true);
         ExitCode::SUCCESS
     })
 }
 
 pub(super) fn demo(listen: &str, admin: &str) -> ExitCode {
-    init_logging();
+    let log_level = init_logging(false);
     let runtime = match build_runtime(None) {
         Ok(runtime) => runtime,
         Err(error) => return usage_error(&error),
@@ -83,6 +87,7 @@ pub(super) fn demo(listen: &str, admin: &str) -> ExitCode {
         }
         let settings = Settings {
             expose_backend: true,
+            log_level,
             ..Settings::default()
         };
         switchyard_proxy::run(listeners, applier, settings, shutdown_signal()).await;
@@ -172,14 +177,34 @@ async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+/// Installs the log subscriber (text or JSON lines on stderr) with a filter
+/// that `POST /log-level` can change at runtime.
+fn init_logging(json: bool) -> Option<LogLevel> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, fmt, reload};
+
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let installed = if json {
+        registry
+            .with(fmt::layer().json().with_writer(std::io::stderr))
+            .try_init()
+    } else {
+        registry
+            .with(
+                fmt::layer()
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_writer(std::io::stderr),
+            )
+            .try_init()
+    };
+    installed.ok()?;
+    Some(LogLevel::new(move |directives| {
+        let filter = EnvFilter::try_new(directives).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    }))
 }
 
 fn usage_error(error: &anyhow::Error) -> ExitCode {

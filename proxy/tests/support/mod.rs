@@ -100,7 +100,12 @@ impl Proxy {
         let address_after = |marker: &str| -> Vec<SocketAddr> {
             logs.lines()
                 .filter(|l| l.contains(marker))
-                .filter_map(|l| l.split("address=").nth(1))
+                // Text logs say `address=ADDR`, JSON logs `"address":"ADDR"`.
+                .filter_map(|l| {
+                    l.split("address=")
+                        .nth(1)
+                        .or_else(|| l.split("\"address\":\"").nth(1)?.split('"').next())
+                })
                 .map(|a| a.trim().parse().unwrap())
                 .collect()
         };
