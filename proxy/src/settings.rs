@@ -7,7 +7,10 @@ use std::time::Duration;
 /// Changes the log filter at runtime (`POST /log-level`); the binary
 /// provides it, since it owns the log subscriber.
 #[derive(Clone)]
-pub struct LogLevel(Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>);
+pub struct LogLevel(Arc<SetDirectives>);
+
+/// Applies log directives, or says why they are invalid.
+type SetDirectives = dyn Fn(&str) -> Result<(), String> + Send + Sync;
 
 impl LogLevel {
     /// A setter that applies `EnvFilter`-style directives (`debug`,
