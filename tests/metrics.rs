@@ -407,3 +407,37 @@ async fn upstream_failures_retries_errors_and_connections_are_counted() {
     );
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_metrics_can_be_turned_off() {
+    let blue = TestBackend::start("blue").await;
+    let settings = switchyard_proxy::Settings {
+        request_metrics: false,
+        ..Default::default()
+    };
+    let proxy = TestProxy::start_with(&table(&blue, None), settings).await;
+    let mut client = Client::http1(proxy.addr).await;
+    for _ in 0..5 {
+        assert_eq!(client.get("/", &[]).await.status, 200);
+    }
+    let samples = scrape(&proxy).await;
+    let labels = [
+        ("route", "app"),
+        ("backend", "blue"),
+        ("status_class", "2xx"),
+    ];
+    assert_eq!(
+        value(&samples, "switchyard_http_requests_total", &labels),
+        Some(0.0)
+    );
+    let count = [("route", "app"), ("backend", "blue")];
+    assert_eq!(
+        value(
+            &samples,
+            "switchyard_http_request_duration_seconds_count",
+            &count
+        ),
+        Some(0.0)
+    );
+    proxy.shutdown().await;
+}

@@ -88,7 +88,13 @@ fn main() -> anyhow::Result<()> {
         swaps: false,
     }];
     std::fs::write(dir.join("token"), swap::TOKEN)?;
-    for (name, swaps) in [("switchyard", false), ("switchyard+swaps", true)] {
+    let variants: [(&'static str, bool, &'static [&'static str]); 4] = [
+        ("switchyard", false, &[]),
+        ("switchyard+swaps", true, &[]),
+        ("switchyard-metrics", false, &["--no-request-metrics"]),
+        ("switchyard+accesslog", false, &["--access-log"]),
+    ];
+    for (name, swaps, extra) in variants {
         let bin = options.proxy_bin.clone();
         let (table, token) = (dir.join("table.yaml"), dir.join("token"));
         targets.push(Target {
@@ -101,6 +107,7 @@ fn main() -> anyhow::Result<()> {
                     .args(["--listen", listen, "--admin", &admin_of(listen)])
                     .arg("--admin-token-file")
                     .arg(&token)
+                    .args(extra)
                     .env("RUST_LOG", "warn")
                     .spawn()
             })),

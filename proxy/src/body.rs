@@ -42,6 +42,8 @@ pub struct UpstreamBody {
 /// Observes a request's duration into its (route, backend) histogram.
 #[derive(Debug)]
 pub(crate) struct Timer {
+    /// Whether to record the duration (`--no-request-metrics` turns it off).
+    pub(crate) observe: bool,
     pub(crate) snapshot: Arc<Snapshot>,
     pub(crate) pair: Option<(usize, usize)>,
     pub(crate) start: Instant,
@@ -161,11 +163,13 @@ impl Drop for UpstreamBody {
 
 impl Timer {
     pub(crate) fn finish(self, bytes_sent: u64) {
-        let (route, backend) = (self.pair.map(|p| p.0), self.pair.map(|p| p.1));
-        self.snapshot
-            .metrics
-            .pair(route, backend)
-            .observe(self.start.elapsed().as_secs_f64());
+        if self.observe {
+            let (route, backend) = (self.pair.map(|p| p.0), self.pair.map(|p| p.1));
+            self.snapshot
+                .metrics
+                .pair(route, backend)
+                .observe(self.start.elapsed().as_secs_f64());
+        }
         if let Some((log, pending)) = self.log {
             log.finish(&pending, bytes_sent);
         }

@@ -91,6 +91,9 @@ pub(crate) struct RunArgs {
     /// Also append an RFC 7239 `forwarded` header.
     #[arg(long)]
     forwarded_header: bool,
+    /// Do not count or time requests in /metrics (to measure what that costs).
+    #[arg(long)]
+    no_request_metrics: bool,
     /// Write a JSON access log line per request on stdout.
     #[arg(long)]
     access_log: bool,

@@ -156,10 +156,12 @@ impl Proxy {
             }
         };
         let (route, backend) = (served.pair.map(|p| p.0), served.pair.map(|p| p.1));
-        snapshot
-            .metrics
-            .pair(route, backend)
-            .count(response.status());
+        if self.settings.request_metrics {
+            snapshot
+                .metrics
+                .pair(route, backend)
+                .count(response.status());
+        }
         if let Some(pending) = pending.as_deref_mut() {
             pending.response_code = response.status().as_u16();
             pending.response_flags = served.flags;
@@ -172,6 +174,7 @@ impl Proxy {
         }
         let log = self.access_log.clone().zip(pending);
         response.body_mut().attach(Timer {
+            observe: self.settings.request_metrics,
             snapshot,
             pair: served.pair,
             start,

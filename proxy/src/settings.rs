@@ -54,6 +54,9 @@ pub struct Settings {
     /// Bearer token required by `POST /table` on the admin listener; the
     /// endpoint is disabled without one.
     pub admin_token: Option<String>,
+    /// Count and time every request (`switchyard_http_requests_total` and
+    /// the duration histogram); off only to measure what they cost.
+    pub request_metrics: bool,
     /// Access log on stdout, with the share of requests logged (0..=1);
     /// `None` turns it off.
     pub access_log_sample_rate: Option<f64>,
@@ -80,6 +83,7 @@ impl Default for Settings {
             forwarded_header: false,
             trust_request_id: true,
             admin_token: None,
+            request_metrics: true,
             access_log_sample_rate: None,
             drain_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(10),

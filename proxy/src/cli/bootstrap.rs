@@ -102,6 +102,7 @@ pub(super) fn resolve(args: RunArgs) -> anyhow::Result<Resolved> {
         // Set by the runner, which owns the log subscriber.
         log_level: None,
         access_log_sample_rate,
+        request_metrics: !args.no_request_metrics,
         connect_timeout: duration(
             &args.connect_timeout,
             file.connect_timeout,
