@@ -214,7 +214,12 @@ pub(crate) fn markdown(summaries: &[Summary], setup: &str) -> String {
             (swapping / plain - 1.0) * 100.0
         ));
     }
-    let cpu = |name: &str| summaries.iter().find(|s| s.name == name).and_then(|s| s.cpu.map(|c| c.0));
+    let cpu = |name: &str| {
+        summaries
+            .iter()
+            .find(|s| s.name == name)
+            .and_then(|s| s.cpu.map(|c| c.0))
+    };
     if let (Some(off), Some(on)) = (cpu("switchyard-metrics"), cpu("switchyard")) {
         out.push_str(&format!(
             "Request metrics: {:+.1} % CPU per request against the proxy without them (medians).\n",

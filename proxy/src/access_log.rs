@@ -17,6 +17,9 @@ use serde::Serialize;
 /// Lines waiting for the writer before new ones are dropped.
 const QUEUE_LINES: usize = 8192;
 
+/// How long the writer lets lines gather before writing them out.
+const BATCH_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// The access log.
 #[derive(Debug)]
 pub struct AccessLog {
@@ -84,8 +87,11 @@ impl AccessLog {
                 let stdout = std::io::stdout();
                 let mut out = std::io::BufWriter::new(stdout.lock());
                 while let Ok(line) = lines.recv() {
+                    // Let lines gather for a moment: senders then find no
+                    // waiting receiver to wake, and one write carries many
+                    // lines. Lines reach stdout at most this late.
+                    std::thread::sleep(BATCH_DELAY);
                     let mut ok = out.write_all(line.as_bytes()).is_ok();
-                    // Batch what is already queued, then flush once.
                     while let Ok(line) = lines.try_recv() {
                         ok &= out.write_all(line.as_bytes()).is_ok();
                     }
