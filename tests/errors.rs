@@ -11,15 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::Method;
 use http_body_util::{BodyExt, Full};
-use support::{Client, Reply, TestBackend, TestProxy};
+use support::{Client, Reply, TestBackend, TestProxy, dead_address};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
-
-/// An address where nothing listens (bound, then closed).
-async fn dead_address() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
-}
 
 /// A server that reads a request head and then closes without answering.
 /// Returns its address and how many requests it swallowed.

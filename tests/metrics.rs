@@ -335,10 +335,7 @@ async fn deploy_examples_are_valid_yaml_and_query_metrics_that_exist() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_failures_retries_errors_and_connections_are_counted() {
     let blue = TestBackend::start("blue").await;
-    let dead = {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        listener.local_addr().unwrap()
-    };
+    let dead = support::dead_address().await;
     let text = format!(
         "backends:\n  blue: {{ endpoints: [\"{}\"] }}\n  dead: {{ endpoints: [\"{dead}\"] }}\nroutes:\n  - name: app\n    hostnames: [app.test]\n    rules:\n      - {{ matches: [{{ path: {{ value: /dead }} }}], backend: dead }}\n      - backend: blue\n",
         blue.addr

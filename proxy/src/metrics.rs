@@ -137,6 +137,27 @@ const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// Values of the `error` label of `switchyard_upstream_errors_total`.
 pub const UPSTREAM_ERRORS: [&str; 3] = ["connect_failed", "failed", "timeout"];
 
+/// The handles of a (route, backend) pair, created in the families if new.
+fn pair_handles(
+    requests: &Family<RequestLabels, Counter>,
+    duration: &Family<RouteBackendLabels, Histogram>,
+    route: &str,
+    backend: &str,
+) -> PairMetrics {
+    let by_class = CLASSES.map(|status_class| {
+        requests.get_or_create_owned(&RequestLabels {
+            route: route.to_owned(),
+            backend: backend.to_owned(),
+            status_class,
+        })
+    });
+    let duration = duration.get_or_create_owned(&RouteBackendLabels {
+        route: route.to_owned(),
+        backend: backend.to_owned(),
+    });
+    PairMetrics { by_class, duration }
+}
+
 fn new_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
@@ -210,19 +231,7 @@ impl Metrics {
             "Build information (value 1)",
             build,
         );
-        let unrouted = PairMetrics {
-            by_class: CLASSES.map(|status_class| {
-                requests.get_or_create_owned(&RequestLabels {
-                    route: String::new(),
-                    backend: String::new(),
-                    status_class,
-                })
-            }),
-            duration: duration.get_or_create_owned(&RouteBackendLabels {
-                route: String::new(),
-                backend: String::new(),
-            }),
-        };
+        let unrouted = pair_handles(&requests, &duration, "", "");
         let access_log_dropped = Counter::default();
         registry.register(
             "switchyard_access_log_dropped_lines",
@@ -394,18 +403,7 @@ impl Metrics {
     }
 
     fn pair(&self, route: &str, backend: &str) -> PairMetrics {
-        let by_class = CLASSES.map(|status_class| {
-            self.requests.get_or_create_owned(&RequestLabels {
-                route: route.to_owned(),
-                backend: backend.to_owned(),
-                status_class,
-            })
-        });
-        let duration = self.duration.get_or_create_owned(&RouteBackendLabels {
-            route: route.to_owned(),
-            backend: backend.to_owned(),
-        });
-        PairMetrics { by_class, duration }
+        pair_handles(&self.requests, &self.duration, route, backend)
     }
 
     /// Counts a request that failed upstream (`error` is one of

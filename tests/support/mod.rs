@@ -95,6 +95,12 @@ impl TestProxy {
     }
 }
 
+/// An address where nothing listens (bound, then closed).
+pub async fn dead_address() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
 /// Polls `check` until it returns true, failing after [`DEADLINE`].
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
