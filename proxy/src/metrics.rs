@@ -25,6 +25,11 @@ use switchyard_config::{CompiledTable, Target};
 
 use crate::backend::Backend;
 
+mod pairs;
+
+use pairs::{CLASSES, pair_handles};
+pub use pairs::{PairMetrics, TableMetrics};
+
 /// Latency buckets in seconds: the OpenTelemetry defaults plus two
 /// sub-millisecond edges. SLO thresholds should sit on these edges.
 pub const LATENCY_BUCKETS: [f64; 16] = [
@@ -115,48 +120,8 @@ struct CurrentSeries {
     version: Option<String>,
 }
 
-/// Metric handles of one table, resolved at apply time.
-#[derive(Debug)]
-pub struct TableMetrics {
-    by_pair: FxHashMap<(u32, u32), PairMetrics>,
-    /// Requests answered before a backend was chosen (no route, no table,
-    /// direct responses, drained): route and backend labels are empty or
-    /// name the route only.
-    unrouted: PairMetrics,
-}
-
-/// The counters (one per status class) and histogram of a (route, backend).
-#[derive(Debug, Clone)]
-pub struct PairMetrics {
-    by_class: [Counter; 5],
-    duration: Histogram,
-}
-
-const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-
 /// Values of the `error` label of `switchyard_upstream_errors_total`.
 pub const UPSTREAM_ERRORS: [&str; 3] = ["connect_failed", "failed", "timeout"];
-
-/// The handles of a (route, backend) pair, created in the families if new.
-fn pair_handles(
-    requests: &Family<RequestLabels, Counter>,
-    duration: &Family<RouteBackendLabels, Histogram>,
-    route: &str,
-    backend: &str,
-) -> PairMetrics {
-    let by_class = CLASSES.map(|status_class| {
-        requests.get_or_create_owned(&RequestLabels {
-            route: route.to_owned(),
-            backend: backend.to_owned(),
-            status_class,
-        })
-    });
-    let duration = duration.get_or_create_owned(&RouteBackendLabels {
-        route: route.to_owned(),
-        backend: backend.to_owned(),
-    });
-    PairMetrics { by_class, duration }
-}
 
 fn new_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
@@ -482,35 +447,5 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-// === impl TableMetrics ===
-
-impl TableMetrics {
-    /// The handles of a (route, backend) pair, or of unrouted requests.
-    pub fn pair(&self, route: Option<usize>, backend: Option<usize>) -> &PairMetrics {
-        match (route, backend) {
-            (Some(route), Some(backend)) => self
-                .by_pair
-                .get(&(route as u32, backend as u32))
-                .unwrap_or(&self.unrouted),
-            _ => &self.unrouted,
-        }
-    }
-}
-
-// === impl PairMetrics ===
-
-impl PairMetrics {
-    /// Counts a response by its status class.
-    pub fn count(&self, status: http::StatusCode) {
-        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
-        self.by_class[class].inc();
-    }
-
-    /// Records a request's duration in seconds.
-    pub fn observe(&self, seconds: f64) {
-        self.duration.observe(seconds);
     }
 }
