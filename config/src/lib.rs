@@ -22,6 +22,7 @@ pub mod problem;
 pub mod spec;
 pub mod table;
 pub mod validate;
+pub mod wire;
 
 pub use compile::{CompiledTable, RequestHead, RouteMatch};
 pub use duration::GwDuration;

@@ -82,7 +82,11 @@ impl Admin {
         match (state.not_ready_reason(), state.snapshot()) {
             (None, Some(snapshot)) => text(
                 StatusCode::OK,
-                &format!("ready {}\n", snapshot.table.version()),
+                &format!(
+                    "ready {} from {}\n",
+                    snapshot.table.version(),
+                    snapshot.origin
+                ),
             ),
             (reason, _) => text(
                 StatusCode::SERVICE_UNAVAILABLE,

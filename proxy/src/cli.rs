@@ -22,7 +22,8 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the proxy with a table file (reloaded on change and on SIGHUP).
+    /// Run the proxy with a table file (reloaded on change and on SIGHUP) or
+    /// tables from a control plane.
     Run(Box<RunArgs>),
     /// Validate table files without starting anything (like `nginx -t`).
     Check {
@@ -110,6 +111,28 @@ pub(crate) struct RunArgs {
     /// File holding the bearer token for `POST /table` on the admin API.
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
+    /// Take tables from this control plane (`http://host:port`) instead of a file.
+    #[arg(long)]
+    control_plane: Option<String>,
+    /// Group of proxies this one belongs to (with --control-plane).
+    #[arg(long)]
+    group: Option<String>,
+    /// This proxy's name in fleet status (default: the host name).
+    #[arg(long)]
+    node_id: Option<String>,
+    /// File holding the bearer token for the control plane.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Keep the last good table from the control plane in this file, and
+    /// start from it when the control plane is down at boot.
+    #[arg(long)]
+    table_cache: Option<PathBuf>,
+    /// How often to report to the control plane, like `5s`.
+    #[arg(long)]
+    report_interval: Option<String>,
+    /// Refuse (NACK) pushed tables larger than this many bytes.
+    #[arg(long)]
+    max_table_bytes: Option<usize>,
 }
 
 /// Operational log formats.

@@ -15,6 +15,7 @@ pub mod access_log;
 pub mod admin;
 pub mod backend;
 pub mod body;
+pub mod control_plane;
 pub mod demo;
 pub mod error;
 pub mod headers;

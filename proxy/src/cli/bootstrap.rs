@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use switchyard_config::GwDuration;
 use switchyard_proxy::Settings;
+use switchyard_proxy::control_plane::ControlPlane;
 
 use super::RunArgs;
 
@@ -38,12 +39,28 @@ struct Bootstrap {
     access_log: bool,
     access_log_sample_rate: Option<f64>,
     admin_token_file: Option<PathBuf>,
+    control_plane: Option<String>,
+    group: Option<String>,
+    node_id: Option<String>,
+    token_file: Option<PathBuf>,
+    table_cache: Option<PathBuf>,
+    report_interval: Option<GwDuration>,
+    max_table_bytes: Option<usize>,
+}
+
+/// Where tables come from.
+#[derive(Debug)]
+pub(super) enum Source {
+    /// A file, watched.
+    File(PathBuf),
+    /// A control plane.
+    ControlPlane(ControlPlane),
 }
 
 /// Everything `run` needs, resolved.
 #[derive(Debug)]
 pub(super) struct Resolved {
-    pub(super) table: PathBuf,
+    pub(super) source: Source,
     pub(super) listen: Vec<String>,
     pub(super) admin: String,
     pub(super) workers: Option<usize>,
@@ -73,7 +90,10 @@ pub(super) fn resolve(args: RunArgs) -> anyhow::Result<Resolved> {
             }
         };
     let defaults = Settings::default();
-    let token_file = args.admin_token_file.or(file.admin_token_file);
+    let token_file = args
+        .admin_token_file
+        .clone()
+        .or(file.admin_token_file.clone());
     let admin_token = match token_file {
         Some(path) => {
             let token = std::fs::read_to_string(&path)
@@ -137,9 +157,18 @@ pub(super) fn resolve(args: RunArgs) -> anyhow::Result<Resolved> {
             "shutdown-grace",
         )?,
     };
-    let table = args.table.or(file.table).ok_or_else(|| {
-        anyhow::anyhow!("no table: pass --table FILE (or `table:` in the bootstrap file)")
-    })?;
+    let table = args.table.clone().or(file.table.clone());
+    let control_plane = args.control_plane.clone().or(file.control_plane.clone());
+    let source = match (table, control_plane) {
+        (Some(_), Some(_)) => anyhow::bail!(
+            "pass either --table or --control-plane, not both: a proxy has one source of tables"
+        ),
+        (Some(table), None) => Source::File(table),
+        (None, Some(url)) => Source::ControlPlane(control_plane_settings(&args, &file, &url)?),
+        (None, None) => anyhow::bail!(
+            "no table: pass --table FILE or --control-plane URL (or `table:` in the bootstrap file)"
+        ),
+    };
     let listen = if args.listen.is_empty() {
         file.listen
     } else {
@@ -150,7 +179,7 @@ pub(super) fn resolve(args: RunArgs) -> anyhow::Result<Resolved> {
         "no listener: pass --listen ADDR (or `listen:` in the bootstrap file)"
     );
     Ok(Resolved {
-        table,
+        source,
         listen,
         admin: args
             .admin
@@ -165,4 +194,69 @@ pub(super) fn resolve(args: RunArgs) -> anyhow::Result<Resolved> {
         )?,
         settings,
     })
+}
+
+fn control_plane_settings(
+    args: &RunArgs,
+    file: &Bootstrap,
+    url: &str,
+) -> anyhow::Result<ControlPlane> {
+    let group = args
+        .group
+        .clone()
+        .or(file.group.clone())
+        .ok_or_else(|| anyhow::anyhow!("--control-plane needs --group NAME"))?;
+    let node_id = match args.node_id.clone().or(file.node_id.clone()) {
+        Some(node) => node,
+        None => host_name()?,
+    };
+    let token = match args.token_file.clone().or(file.token_file.clone()) {
+        Some(path) => Some(
+            std::fs::read_to_string(&path)
+                .map_err(|e| anyhow::anyhow!("cannot read token {}: {e}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let report_interval = match &args.report_interval {
+        Some(text) => text
+            .parse::<GwDuration>()
+            .map_err(|e| anyhow::anyhow!("--report-interval: {e}"))?
+            .get(),
+        None => file
+            .report_interval
+            .map_or(Duration::from_secs(5), GwDuration::get),
+    };
+    anyhow::ensure!(
+        !report_interval.is_zero(),
+        "--report-interval must be above zero"
+    );
+    let plane = ControlPlane {
+        url: url
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--control-plane {url:?}: {e}"))?,
+        group,
+        node_id,
+        token,
+        cache: args.table_cache.clone().or(file.table_cache.clone()),
+        report_interval,
+        max_table_bytes: args
+            .max_table_bytes
+            .or(file.max_table_bytes)
+            .unwrap_or(switchyard_config::load::MAX_TABLE_BYTES),
+    };
+    plane.check()?;
+    Ok(plane)
+}
+
+/// The node's name when `--node-id` is not given: `HOSTNAME` (a pod's name
+/// in Kubernetes), else the kernel's host name.
+fn host_name() -> anyhow::Result<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("cannot tell the host name: pass --node-id"))
 }

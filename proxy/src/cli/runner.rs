@@ -3,11 +3,14 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use switchyard_proxy::{Applier, Listeners, LogLevel, Settings, State, demo, source};
+use switchyard_proxy::{
+    Applier, Listeners, LogLevel, Settings, State, control_plane, demo, source,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::{EXIT_USAGE, LogFormat, RunArgs, bootstrap};
+use super::bootstrap::{self, Source};
+use super::{EXIT_USAGE, LogFormat, RunArgs};
 
 pub(super) fn run(args: RunArgs) -> ExitCode {
     let log_level = init_logging(args.log_format == LogFormat::Json);
@@ -21,23 +24,35 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
     };
     runtime.block_on(async move {
         let applier = Applier::new(State::new());
-        let initial = match source::load_initial(&applier, &resolved.table) {
-            Ok(bytes) => bytes,
-            Err(error) => return usage_error(&error),
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let follow_source = match resolved.source {
+            Source::File(path) => {
+                let initial = match source::load_initial(&applier, &path) {
+                    Ok(bytes) => bytes,
+                    Err(error) => return usage_error(&error),
+                };
+                let watcher = source::watch_file(
+                    path,
+                    applier.clone(),
+                    initial,
+                    resolved.reload_poll_interval,
+                    stop_rx,
+                );
+                tokio::spawn(watcher)
+            }
+            Source::ControlPlane(plane) => {
+                control_plane::load_cache(&plane, &applier);
+                tokio::spawn(control_plane::follow(plane, applier.clone(), stop_rx))
+            }
         };
         let listeners = match bind(&resolved.listen, &resolved.admin).await {
             Ok(listeners) => listeners,
-            Err(error) => return usage_error(&error),
+            Err(error) => {
+                follow_source.abort();
+                return usage_error(&error);
+            }
         };
         log_addresses(&listeners);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        tokio::spawn(source::watch_file(
-            resolved.table.clone(),
-            applier.clone(),
-            initial,
-            resolved.reload_poll_interval,
-            stop_rx,
-        ));
         let settings = Settings {
             log_level,
             ..resolved.settings

@@ -62,6 +62,17 @@ impl TableMetrics {
     }
 }
 
+impl TableMetrics {
+    /// Responses so far of every (route, backend) pair by index: all of
+    /// them, and the 5xx ones. Zero when request metrics are off.
+    pub fn pair_totals(&self) -> impl Iterator<Item = ((u32, u32), u64, u64)> + '_ {
+        self.by_pair.iter().map(|(pair, metrics)| {
+            let all = metrics.by_class.iter().map(Counter::get).sum();
+            (*pair, all, metrics.by_class[4].get())
+        })
+    }
+}
+
 // === impl PairMetrics ===
 
 impl PairMetrics {
