@@ -123,11 +123,38 @@ pub async fn handle(control: Arc<Control>, request: Request<Incoming>) -> Respon
     }
 }
 
+/// A refused call, kept small; it becomes a JSON error response.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn into_response(self) -> Response<Body> {
+        let mut response = error(self.status, &self.message);
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
 fn authorize<'a>(
     control: &'a Control,
     request: &Request<Incoming>,
     role: Role,
-) -> Result<&'a Token, Response<Body>> {
+) -> Result<&'a Token, Refusal> {
     let header = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -137,15 +164,9 @@ fn authorize<'a>(
         .check(header, role)
         .map_err(|denied| match denied {
             Denied::Unauthenticated => {
-                let mut response =
-                    error(StatusCode::UNAUTHORIZED, "missing or unknown bearer token");
-                response.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    http::HeaderValue::from_static("Bearer"),
-                );
-                response
+                Refusal::new(StatusCode::UNAUTHORIZED, "missing or unknown bearer token")
             }
-            Denied::Forbidden => error(
+            Denied::Forbidden => Refusal::new(
                 StatusCode::FORBIDDEN,
                 "this token's role may not change tables (an admin token is needed)",
             ),
@@ -154,7 +175,7 @@ fn authorize<'a>(
 
 fn subscribe(control: &Control, request: &Request<Incoming>) -> Response<Body> {
     if let Err(denied) = authorize(control, request, Role::Proxy) {
-        return denied;
+        return denied.into_response();
     }
     let query = Query::parse(request.uri().query());
     let (group, node) = match (query.name("group"), query.name("node")) {
@@ -186,11 +207,11 @@ fn subscribe(control: &Control, request: &Request<Incoming>) -> Response<Body> {
 
 async fn report(control: &Control, request: Request<Incoming>) -> Response<Body> {
     if let Err(denied) = authorize(control, &request, Role::Proxy) {
-        return denied;
+        return denied.into_response();
     }
     let report: Report = match read_json(request).await {
         Ok(report) => report,
-        Err(response) => return response,
+        Err(refused) => return refused.into_response(),
     };
     if let Err(message) = check_name("group", &report.group).and(check_name("node", &report.node)) {
         return error(StatusCode::BAD_REQUEST, &message);
@@ -201,7 +222,7 @@ async fn report(control: &Control, request: Request<Incoming>) -> Response<Body>
 
 fn status(control: &Control, request: &Request<Incoming>) -> Response<Body> {
     if let Err(denied) = authorize(control, request, Role::Proxy) {
-        return denied;
+        return denied.into_response();
     }
     let query = Query::parse(request.uri().query());
     match query.get("group") {
@@ -220,7 +241,7 @@ fn status(control: &Control, request: &Request<Incoming>) -> Response<Body> {
 
 async fn history(control: &Control, request: &Request<Incoming>) -> Response<Body> {
     if let Err(denied) = authorize(control, request, Role::Proxy) {
-        return denied;
+        return denied.into_response();
     }
     let query = Query::parse(request.uri().query());
     let limit = match query.get("limit").map(str::parse::<u32>) {
@@ -236,7 +257,7 @@ async fn history(control: &Control, request: &Request<Incoming>) -> Response<Bod
 
 async fn table(control: &Control, request: &Request<Incoming>, version: &str) -> Response<Body> {
     if let Err(denied) = authorize(control, request, Role::Proxy) {
-        return denied;
+        return denied.into_response();
     }
     match control.table(version).await {
         Ok(Some(body)) => {
@@ -263,7 +284,7 @@ async fn change(
 ) -> Response<Body> {
     let actor = match authorize(control, &request, Role::Admin) {
         Ok(token) => token.name.clone(),
-        Err(denied) => return denied,
+        Err(denied) => return denied.into_response(),
     };
     if let Err(message) = check_name("group", group) {
         return error(StatusCode::BAD_REQUEST, &message);
@@ -281,7 +302,7 @@ async fn change(
                     .apply(&base(body.message, body.dry_run), body.table.as_bytes())
                     .await
             }
-            Err(response) => return response,
+            Err(refused) => return refused.into_response(),
         },
         "weights" => match read_json::<WeightsBody>(request).await {
             Ok(body) => {
@@ -299,7 +320,7 @@ async fn change(
                     })
                     .await
             }
-            Err(response) => return response,
+            Err(refused) => return refused.into_response(),
         },
         "drain" => match read_json::<DrainBody>(request).await {
             Ok(body) => {
@@ -312,7 +333,7 @@ async fn change(
                     })
                     .await
             }
-            Err(response) => return response,
+            Err(refused) => return refused.into_response(),
         },
         "undrain" => match read_json::<UndrainBody>(request).await {
             Ok(body) => {
@@ -323,7 +344,7 @@ async fn change(
                     })
                     .await
             }
-            Err(response) => return response,
+            Err(refused) => return refused.into_response(),
         },
         "rollback" => match read_json::<RollbackBody>(request).await {
             Ok(body) => {
@@ -331,7 +352,7 @@ async fn change(
                     .rollback(&base(body.message, body.dry_run), body.version.as_deref())
                     .await
             }
-            Err(response) => return response,
+            Err(refused) => return refused.into_response(),
         },
         _ => return error(StatusCode::NOT_FOUND, &format!("unknown action {action:?}")),
     };
@@ -379,7 +400,7 @@ fn change_error(failure: ChangeError) -> Response<Body> {
     }
 }
 
-async fn read_json<T: DeserializeOwned>(request: Request<Incoming>) -> Result<T, Response<Body>> {
+async fn read_json<T: DeserializeOwned>(request: Request<Incoming>) -> Result<T, Refusal> {
     let bytes = match Limited::new(request.into_body(), MAX_BODY_BYTES)
         .collect()
         .await
@@ -388,20 +409,20 @@ async fn read_json<T: DeserializeOwned>(request: Request<Incoming>) -> Result<T,
         Err(failure) => {
             let too_large = failure.is::<http_body_util::LengthLimitError>();
             return Err(if too_large {
-                error(
+                Refusal::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!("request body is over {MAX_BODY_BYTES} bytes"),
+                    format!("request body is over {MAX_BODY_BYTES} bytes"),
                 )
             } else {
-                error(
+                Refusal::new(
                     StatusCode::BAD_REQUEST,
-                    &format!("cannot read the body: {failure}"),
+                    format!("cannot read the body: {failure}"),
                 )
             });
         }
     };
     serde_json::from_slice(&bytes)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}")))
+        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
 }
 
 /// Group and node names: what fits a label and a file name.

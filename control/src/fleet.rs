@@ -247,7 +247,7 @@ impl Fleet {
                 ProxyStatus {
                     node: node.clone(),
                     connected: proxy.subscriptions > 0,
-                    last_seen: proxy.last_seen.map(|t| rfc3339(t)),
+                    last_seen: proxy.last_seen.map(rfc3339),
                     applied: proxy.report.applied.clone(),
                     in_sync,
                     drift: !in_sync

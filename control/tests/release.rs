@@ -221,7 +221,7 @@ async fn an_invalid_table_lists_every_error_and_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nack_shows_in_status_and_the_proxy_keeps_its_table() {
     let work = Workspace::new();
-    let daemon = Daemon::start(&work, "127.0.0.1:0", &[]).await;
+    let daemon = Daemon::start(&work, "127.0.0.1:0", &["--drift-threshold", "100ms"]).await;
     let (blue, green) = (backend("blue").await, backend("green").await);
     let small = split_table(blue, green, 1, 1);
     let limit = small.len() * 2;
@@ -272,6 +272,7 @@ async fn a_nack_shows_in_status_and_the_proxy_keeps_its_table() {
                 .as_str()
                 .is_some_and(|r| r.contains("--max-table-bytes"))
             && strict["applied"] == first.as_str()
+            && strict["drift"] == true
     })
     .await;
     assert_eq!(strict.version().as_deref(), Some(first.as_str()));
