@@ -216,6 +216,65 @@ async fn an_invalid_table_lists_every_error_and_changes_nothing() {
     assert_eq!(daemon.history(GROUP).await.len(), 1);
     assert_eq!(daemon.status(GROUP).await["desired"], good.as_str());
     assert_eq!(proxy.version().as_deref(), Some(good.as_str()));
+
+    // `diff` and `apply --dry-run` show the change and change nothing.
+    let next = work.write("next.yaml", &split_table(blue, green, 9, 1));
+    let run = cli(
+        &work,
+        &daemon,
+        Some("admin.token"),
+        &["diff", "-f", next.to_str().unwrap(), "-g", GROUP],
+    )
+    .await;
+    assert_eq!(
+        run.code, 1,
+        "diff exits 1 when there is a difference: {run:?}"
+    );
+    assert!(
+        run.stdout.contains("-        blue: 1\n") && run.stdout.contains("+        blue: 9\n"),
+        "{}",
+        run.stdout
+    );
+    let run = cli(
+        &work,
+        &daemon,
+        Some("admin.token"),
+        &[
+            "apply",
+            "--dry-run",
+            "-f",
+            next.to_str().unwrap(),
+            "-g",
+            GROUP,
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("would make"), "{}", run.stdout);
+    let same = work.write("same.yaml", &split_table(blue, green, 1, 1));
+    let run = cli(
+        &work,
+        &daemon,
+        Some("admin.token"),
+        &["diff", "-f", same.to_str().unwrap(), "-g", GROUP],
+    )
+    .await;
+    assert_eq!(run.code, 0, "no difference: {run:?}");
+    let run = cli(
+        &work,
+        &daemon,
+        Some("admin.token"),
+        &["history", "-g", GROUP, "-o", "yaml"],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        run.stdout.matches("actor: alice").count(),
+        1,
+        "{}",
+        run.stdout
+    );
+    assert_eq!(daemon.status(GROUP).await["desired"], good.as_str());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -279,3 +279,74 @@ fn json_logs_and_a_log_level_changed_at_runtime() {
     });
     assert_eq!(proxy.logs().matches("request failed").count(), 1);
 }
+
+#[test]
+fn control_plane_flags_are_checked_and_a_cached_table_serves_while_it_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("table.yaml");
+    let backends = Backends::start();
+    std::fs::write(&table, backends.table_to("blue")).unwrap();
+    let listen = ["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"];
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &[
+                "--table",
+                table.to_str().unwrap(),
+                "--control-plane",
+                "http://127.0.0.1:1",
+                "--group",
+                "g",
+            ],
+            "either --table or --control-plane",
+        ),
+        (&["--control-plane", "http://127.0.0.1:1"], "--group"),
+        (
+            &["--control-plane", "https://127.0.0.1:1", "--group", "g"],
+            "must start with http://",
+        ),
+    ];
+    for (flags, expected) in cases {
+        let args: Vec<&str> = ["run"]
+            .iter()
+            .chain(flags)
+            .chain(&listen)
+            .copied()
+            .collect();
+        let (code, _, stderr) = exit_code(&args);
+        assert_eq!(code, 64, "{args:?}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+
+    // Nothing listens at the control plane's address.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let plane = [
+        "--control-plane",
+        dead_url.as_str(),
+        "--group",
+        "g",
+        "--node-id",
+        "n1",
+    ];
+    let mut args = vec!["run"];
+    args.extend(plane);
+    args.extend(listen);
+    let uncached = Proxy::spawn(&args);
+    let (status, body) = http(uncached.admin, "GET", "/ready", &[], "");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("no table loaded"), "{body}");
+
+    // The cache holds a table the control plane pushed earlier.
+    let cache = dir.path().join("cache.json");
+    std::fs::copy(&table, &cache).unwrap();
+    args.extend(["--table-cache", cache.to_str().unwrap()]);
+    let cached = Proxy::spawn(&args);
+    let (status, body) = http(cached.admin, "GET", "/ready", &[], "");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("from cache "), "{body}");
+    assert!(get(cached.addr()).starts_with("hello from blue"));
+    eventually("the proxy says the control plane is unreachable", || {
+        cached.logs().contains("control plane unreachable")
+    });
+}
