@@ -11,13 +11,17 @@ use support::{
 
 const GROUP: &str = "edge";
 
+/// The CLI with the admin token.
+async fn admin(work: &Workspace, daemon: &Daemon, args: &[&str]) -> support::CliRun {
+    cli(work, daemon, Some("admin.token"), args).await
+}
+
 /// Applies `table` with the CLI and waits with `status -w` until it is live.
 async fn apply_live(work: &Workspace, daemon: &Daemon, name: &str, table: &str) -> String {
     let file = work.write(name, table);
-    let run = cli(
-        work,
-        daemon,
-        Some("admin.token"),
+    let run = admin(
+        &work,
+        &daemon,
         &[
             "apply",
             "-f",
@@ -30,10 +34,9 @@ async fn apply_live(work: &Workspace, daemon: &Daemon, name: &str, table: &str) 
     )
     .await;
     assert_eq!(run.code, 0, "apply failed: {run:?}");
-    let run = cli(
-        work,
-        daemon,
-        Some("admin.token"),
+    let run = admin(
+        &work,
+        &daemon,
         &["status", "-w", "--timeout", "20s", "-g", GROUP],
     )
     .await;
@@ -164,10 +167,9 @@ async fn proxies_keep_serving_without_the_control_plane_and_converge_after_its_r
     })
     .await;
     // And they follow new changes again.
-    let run = cli(
+    let run = admin(
         &work,
         &daemon,
-        Some("admin.token"),
         &["set-weights", "web", "blue=1", "green=1", "-g", GROUP],
     )
     .await;
@@ -198,10 +200,9 @@ async fn an_invalid_table_lists_every_error_and_changes_nothing() {
             "backends:\n  blue: {{ endpoints: [\"{blue}\"] }}\nroutes:\n- name: web\n  rules:\n  - split: {{ weights: {{ blue: 1, gren: 1 }} }}\n- name: web\n  rules:\n  - backend: blue\n"
         ),
     );
-    let run = cli(
+    let run = admin(
         &work,
         &daemon,
-        Some("admin.token"),
         &["apply", "-f", bad.to_str().unwrap(), "-g", GROUP],
     )
     .await;
@@ -219,10 +220,9 @@ async fn an_invalid_table_lists_every_error_and_changes_nothing() {
 
     // `diff` and `apply --dry-run` show the change and change nothing.
     let next = work.write("next.yaml", &split_table(blue, green, 9, 1));
-    let run = cli(
+    let run = admin(
         &work,
         &daemon,
-        Some("admin.token"),
         &["diff", "-f", next.to_str().unwrap(), "-g", GROUP],
     )
     .await;
@@ -235,10 +235,9 @@ async fn an_invalid_table_lists_every_error_and_changes_nothing() {
         "{}",
         run.stdout
     );
-    let run = cli(
+    let run = admin(
         &work,
         &daemon,
-        Some("admin.token"),
         &[
             "apply",
             "--dry-run",
@@ -252,21 +251,14 @@ async fn an_invalid_table_lists_every_error_and_changes_nothing() {
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("would make"), "{}", run.stdout);
     let same = work.write("same.yaml", &split_table(blue, green, 1, 1));
-    let run = cli(
+    let run = admin(
         &work,
         &daemon,
-        Some("admin.token"),
         &["diff", "-f", same.to_str().unwrap(), "-g", GROUP],
     )
     .await;
     assert_eq!(run.code, 0, "no difference: {run:?}");
-    let run = cli(
-        &work,
-        &daemon,
-        Some("admin.token"),
-        &["history", "-g", GROUP, "-o", "yaml"],
-    )
-    .await;
+    let run = admin(&work, &daemon, &["history", "-g", GROUP, "-o", "yaml"]).await;
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(
         run.stdout.matches("actor: alice").count(),
@@ -304,10 +296,9 @@ async fn a_nack_shows_in_status_and_the_proxy_keeps_its_table() {
         .collect();
     big = big.replacen("backends:\n", &format!("backends:\n{extra}"), 1);
     let file = work.write("big.yaml", &big);
-    let run = cli(
+    let run = admin(
         &work,
         &daemon,
-        Some("admin.token"),
         &["apply", "-f", file.to_str().unwrap(), "-g", GROUP],
     )
     .await;
@@ -339,10 +330,9 @@ async fn a_nack_shows_in_status_and_the_proxy_keeps_its_table() {
     let status = daemon.status(GROUP).await;
     assert_eq!(status["live"], false, "one proxy did not ACK");
 
-    let run = cli(
+    let run = admin(
         &work,
         &daemon,
-        Some("admin.token"),
         &["status", "-w", "--timeout", "1s", "-g", GROUP],
     )
     .await;
@@ -424,10 +414,9 @@ async fn rollback_restores_a_version_from_three_changes_ago_byte_for_byte() {
 
     // A unique prefix is enough, like git.
     let prefix = &target["sha256:".len().."sha256:".len() + 12];
-    let run = cli(
+    let run = admin(
         &work,
         &daemon,
-        Some("admin.token"),
         &["rollback", prefix, "-g", GROUP, "-o", "json"],
     )
     .await;
@@ -462,10 +451,9 @@ async fn drain_via_the_cli_shows_progress_then_drained() {
         FollowingProxy::start(&daemon.url(), GROUP, "p2").await,
     ];
     apply_live(&work, &daemon, "t.yaml", &split_table(blue, green, 1, 1)).await;
-    let run = cli(
+    let run = admin(
         &work,
         &daemon,
-        Some("admin.token"),
         &["drain", "green", "--deadline", "10s", "-g", GROUP],
     )
     .await;
@@ -490,13 +478,7 @@ async fn drain_via_the_cli_shows_progress_then_drained() {
     for proxy in &proxies {
         assert_eq!(tally(proxy.addr, 10).await.get("blue"), Some(&10));
     }
-    let run = cli(
-        &work,
-        &daemon,
-        Some("admin.token"),
-        &["status", "-g", GROUP],
-    )
-    .await;
+    let run = admin(&work, &daemon, &["status", "-g", GROUP]).await;
     assert_eq!(run.code, 0);
     let green_row = run
         .stdout
@@ -507,13 +489,7 @@ async fn drain_via_the_cli_shows_progress_then_drained() {
     let columns: Vec<&str> = green_row.split_whitespace().collect();
     assert_eq!(columns, ["green", "0", "0", "2", "0"], "{}", run.stdout);
 
-    let run = cli(
-        &work,
-        &daemon,
-        Some("admin.token"),
-        &["undrain", "green", "-g", GROUP],
-    )
-    .await;
+    let run = admin(&work, &daemon, &["undrain", "green", "-g", GROUP]).await;
     assert_eq!(run.code, 0, "{run:?}");
     eventually("green active again", || async {
         let status = daemon.status(GROUP).await;
