@@ -13,6 +13,7 @@ use http::{HeaderMap, HeaderValue, Method, Version};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use support::{Client, TestBackend, TestProxy, table};
+use switchyard_proxy::Settings;
 use tokio_tungstenite::tungstenite::Message;
 
 const TO_BLUE: &str = "  - name: app\n    rules:\n      - { matches: [{ path: { value: /green } }], backend: green }\n      - backend: blue\n";
@@ -30,7 +31,13 @@ async fn http1_keep_alive_forwards_with_proxy_headers_and_strips_hop_by_hop() {
         TestBackend::start("blue").await,
         TestBackend::start("green").await,
     );
-    let proxy = TestProxy::start(&table(blue.addr, green.addr, TO_BLUE)).await;
+    // This client is a trusted hop, so its forwarding headers are appended to.
+    let settings = Settings {
+        expose_backend: true,
+        trusted_forwarders: vec!["127.0.0.1/32".parse().unwrap()],
+        ..Settings::default()
+    };
+    let proxy = TestProxy::start_with(&table(blue.addr, green.addr, TO_BLUE), settings).await;
     let mut client = Client::http1(proxy.addr).await;
     for _ in 0..100 {
         assert_eq!(client.get("/", &[]).await.text(), "blue");

@@ -17,6 +17,7 @@ pub mod compile;
 pub mod duration;
 pub mod httproute;
 pub mod load;
+pub mod path;
 pub mod pick;
 pub mod problem;
 pub mod spec;

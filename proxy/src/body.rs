@@ -49,6 +49,33 @@ pub(crate) struct Timer {
     pub(crate) start: Instant,
     /// The access log line to write when the body ends, if sampled.
     pub(crate) log: Option<(Arc<AccessLog>, Box<Pending>)>,
+    /// Counts the request against `--max-requests` until the body ends.
+    pub(crate) _in_flight: Option<InFlight>,
+}
+
+/// One request counted in flight; uncounted when dropped.
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    /// Counts one more request, unless `limit` (non-zero) is reached.
+    pub(crate) fn try_new(
+        counter: &Arc<std::sync::atomic::AtomicUsize>,
+        limit: usize,
+    ) -> Option<Self> {
+        let before = counter.fetch_add(1, Ordering::AcqRel);
+        if limit != 0 && before >= limit {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Self(counter.clone()))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 // === impl ProxyBody ===
@@ -176,39 +203,147 @@ impl Timer {
     }
 }
 
-/// A request body on its way upstream, counting its bytes when the request
-/// is access-logged.
+/// A request body on its way upstream: counts its bytes when the request
+/// is access-logged, and enforces the body size limit and the idle timeout
+/// (slow POST). Why it failed is left in [`BodyVerdict`] for the handler.
 #[derive(Debug)]
 pub struct RequestBody {
     inner: Incoming,
     received: Option<Arc<AtomicU64>>,
+    limit: Option<u64>,
+    seen: u64,
+    idle: Option<IdleTimer>,
+    verdict: BodyVerdict,
+}
+
+#[derive(Debug)]
+struct IdleTimer {
+    timeout: std::time::Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    /// A wait for the next frame is under way (its deadline is armed).
+    waiting: bool,
+}
+
+/// Why the proxy cut a request body, shared with the handler.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BodyVerdict(Arc<std::sync::atomic::AtomicU8>);
+
+const VERDICT_TOO_LARGE: u8 = 1;
+const VERDICT_IDLE: u8 = 2;
+
+/// A request body error: the client's, or a limit of ours.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestBodyError {
+    /// Reading from the client failed.
+    #[error("reading the request body failed: {0}")]
+    Client(#[from] hyper::Error),
+    /// The body passed `--max-request-body-bytes`.
+    #[error("the request body passed the size limit")]
+    TooLarge,
+    /// The client paused longer than `--request-body-idle-timeout`.
+    #[error("the client stopped sending its request body")]
+    Idle,
+}
+
+// === impl BodyVerdict ===
+
+impl BodyVerdict {
+    /// The error to answer with, if the proxy cut the body.
+    pub(crate) fn error(&self) -> Option<crate::error::ProxyError> {
+        match self.0.load(Ordering::Acquire) {
+            VERDICT_TOO_LARGE => Some(crate::error::ProxyError::BodyTooLarge),
+            VERDICT_IDLE => Some(crate::error::ProxyError::BodyTimeout),
+            _ => None,
+        }
+    }
 }
 
 // === impl RequestBody ===
 
 impl RequestBody {
     /// Wraps a downstream body; `received` (if any) counts its data bytes.
-    pub(crate) fn new(inner: Incoming, received: Option<Arc<AtomicU64>>) -> Self {
-        Self { inner, received }
+    pub(crate) fn new(
+        inner: Incoming,
+        received: Option<Arc<AtomicU64>>,
+        limit: Option<u64>,
+        idle_timeout: std::time::Duration,
+    ) -> (Self, BodyVerdict) {
+        // Bodiless requests (most GETs) need no timer.
+        let idle = (!idle_timeout.is_zero() && !inner.is_end_stream()).then(|| IdleTimer {
+            timeout: idle_timeout,
+            sleep: Box::pin(tokio::time::sleep(idle_timeout)),
+            waiting: false,
+        });
+        let verdict = BodyVerdict::default();
+        let body = Self {
+            inner,
+            received,
+            limit,
+            seen: 0,
+            idle,
+            verdict: verdict.clone(),
+        };
+        (body, verdict)
+    }
+
+    fn fail(
+        &mut self,
+        verdict: u8,
+        error: RequestBodyError,
+    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
+        self.verdict.0.store(verdict, Ordering::Release);
+        Poll::Ready(Some(Err(error)))
     }
 }
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = RequestBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let (Some(counter), Poll::Ready(Some(Ok(frame)))) = (&this.received, &polled)
-            && let Some(data) = frame.data_ref()
+        if let Some(idle) = &mut this.idle
+            && !idle.waiting
         {
-            counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+            // The wait starts now, not when the last frame came: the
+            // upstream may have been slow to ask for more.
+            let deadline = tokio::time::Instant::now() + idle.timeout;
+            idle.sleep.as_mut().reset(deadline);
+            idle.waiting = true;
         }
-        polled
+        let polled = match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => {
+                if let Some(idle) = &mut this.idle
+                    && idle.sleep.as_mut().poll(cx).is_ready()
+                {
+                    return this.fail(VERDICT_IDLE, RequestBodyError::Idle);
+                }
+                return Poll::Pending;
+            }
+            Poll::Ready(polled) => polled,
+        };
+        if let Some(idle) = &mut this.idle {
+            idle.waiting = false;
+        }
+        let frame = match polled {
+            Some(Ok(frame)) => frame,
+            Some(Err(error)) => return Poll::Ready(Some(Err(error.into()))),
+            None => return Poll::Ready(None),
+        };
+        if let Some(data) = frame.data_ref() {
+            let length = data.len() as u64;
+            this.seen += length;
+            if this.limit.is_some_and(|limit| this.seen > limit) {
+                return this.fail(VERDICT_TOO_LARGE, RequestBodyError::TooLarge);
+            }
+            if let Some(counter) = &this.received {
+                counter.fetch_add(length, Ordering::Relaxed);
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
     }
 
     fn is_end_stream(&self) -> bool {

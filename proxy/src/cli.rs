@@ -133,6 +133,67 @@ pub(crate) struct RunArgs {
     /// Refuse (NACK) pushed tables larger than this many bytes.
     #[arg(long)]
     max_table_bytes: Option<usize>,
+    /// Longest request target accepted, in bytes (414 above; default 8192).
+    #[arg(long)]
+    max_uri_bytes: Option<usize>,
+    /// Most header fields in an HTTP/1.1 request (431 above; default 100).
+    #[arg(long)]
+    max_headers: Option<usize>,
+    /// Most bytes of request headers (431 above; default 65536).
+    #[arg(long)]
+    max_header_bytes: Option<usize>,
+    /// Largest request body in bytes (413 above; default 0, no limit).
+    #[arg(long)]
+    max_request_body_bytes: Option<u64>,
+    /// Longest pause in a request body, like `60s` (408; `0s` disables).
+    #[arg(long)]
+    request_body_idle_timeout: Option<String>,
+    /// What `%2F` and `%5C` in a request path do (default reject: 400).
+    #[arg(long, value_enum)]
+    encoded_slashes: Option<EncodedSlashesArg>,
+    /// Open client connections per listener (more are closed; default 16384).
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Requests in flight in the whole proxy (503 above; default 10000, 0: none).
+    #[arg(long)]
+    max_requests: Option<usize>,
+    /// Requests in flight per backend (503 above; default 4096, 0: none).
+    #[arg(long)]
+    max_requests_per_backend: Option<usize>,
+    /// Keep and append to forwarding headers from clients in this range
+    /// (CIDR, repeat for several); others' are replaced.
+    #[arg(long, value_parser = parse_ip_range)]
+    trust_forwarded_from: Vec<ipnet::IpNet>,
+}
+
+/// A CIDR range, or a single address as a range of one.
+pub(crate) fn parse_ip_range(text: &str) -> Result<ipnet::IpNet, String> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{text:?} is neither an address nor a CIDR range"))
+}
+
+/// `--encoded-slashes` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum EncodedSlashesArg {
+    /// Answer 400: backends disagree on what an encoded slash means.
+    Reject,
+    /// Keep them encoded, as part of a segment.
+    Keep,
+    /// Decode them into separators.
+    Decode,
+}
+
+impl EncodedSlashesArg {
+    pub(crate) fn into_setting(self) -> switchyard_config::path::EncodedSlashes {
+        use switchyard_config::path::EncodedSlashes;
+        match self {
+            Self::Reject => EncodedSlashes::Reject,
+            Self::Keep => EncodedSlashes::Keep,
+            Self::Decode => EncodedSlashes::Decode,
+        }
+    }
 }
 
 /// Operational log formats.

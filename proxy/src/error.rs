@@ -54,6 +54,18 @@ pub enum ProxyError {
     /// The request cannot be forwarded as it is.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The request target is longer than `--max-uri-bytes`.
+    #[error("the request URI is longer than this proxy accepts")]
+    UriTooLong,
+    /// The request body is larger than `--max-request-body-bytes`.
+    #[error("the request body is larger than this proxy accepts")]
+    BodyTooLarge,
+    /// The client sent nothing of its body for `--request-body-idle-timeout`.
+    #[error("the client stopped sending its request body")]
+    BodyTimeout,
+    /// Too many requests in flight (`what` names the limit).
+    #[error("overloaded: too many requests in flight ({0})")]
+    Overloaded(&'static str),
 }
 
 // === impl ProxyError ===
@@ -70,6 +82,10 @@ impl ProxyError {
             Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -86,6 +102,11 @@ impl ProxyError {
             Self::Upstream { .. } => "upstream_failed",
             Self::Timeout(_) => "upstream_timeout",
             Self::BadRequest(_) => "bad_request",
+            Self::UriTooLong => "uri_too_long",
+            Self::BodyTooLarge => "body_too_large",
+            Self::BodyTimeout => "body_timeout",
+            Self::Overloaded("backend") => "overloaded_backend",
+            Self::Overloaded(_) => "overloaded",
         }
     }
 
@@ -108,7 +129,9 @@ impl ProxyError {
             Self::Connect { .. } => "UF",
             Self::Upstream { .. } => "UC",
             Self::Timeout(_) => "UT",
-            Self::BadRequest(_) => "DPE",
+            Self::BadRequest(_) | Self::UriTooLong | Self::BodyTooLarge => "DPE",
+            Self::BodyTimeout => "DT",
+            Self::Overloaded(_) => "UO",
         }
     }
 

@@ -80,14 +80,32 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// Appends the client to `x-forwarded-for`, sets `x-forwarded-proto`, and
-/// with `forwarded` also appends an RFC 7239 `forwarded` element.
+/// Forwarding headers a client could forge.
+const FORWARDING: [HeaderName; 5] = [
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-port"),
+    header::FORWARDED,
+];
+
+/// Sets the forwarding headers for the next hop. From a `trusted` client
+/// (a proxy in front of us) the client is appended to `x-forwarded-for` and
+/// `forwarded`; from anyone else the incoming forwarding headers are
+/// dropped first, so a client cannot claim another address. Sets
+/// `x-forwarded-proto`; with `forwarded` also adds an RFC 7239 element.
 pub fn add_forwarding(
     headers: &mut HeaderMap,
     client: IpAddr,
     proto: &'static str,
     forwarded: bool,
+    trusted: bool,
 ) {
+    if !trusted {
+        for name in &FORWARDING {
+            headers.remove(name);
+        }
+    }
     let mut xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(existing) => format!("{existing}, "),
         None => String::with_capacity(39),
@@ -167,13 +185,29 @@ mod tests {
     }
 
     #[test]
-    fn forwarding_headers_append() {
-        let mut headers = HeaderMap::new();
-        headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.7"));
-        add_forwarding(&mut headers, "::1".parse().unwrap(), "http", true);
-        assert_eq!(headers[X_FORWARDED_FOR], "203.0.113.7, ::1");
-        assert_eq!(headers[X_FORWARDED_PROTO], "http");
-        assert_eq!(headers[header::FORWARDED], "for=\"[::1]\";proto=http");
+    fn forwarding_headers_append_from_trusted_hops_only() {
+        let incoming = || {
+            let mut headers = HeaderMap::new();
+            headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.7"));
+            headers.insert(
+                header::FORWARDED,
+                HeaderValue::from_static("for=203.0.113.7"),
+            );
+            headers.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+            headers
+        };
+        let mut trusted = incoming();
+        add_forwarding(&mut trusted, "::1".parse().unwrap(), "http", true, true);
+        assert_eq!(trusted[X_FORWARDED_FOR], "203.0.113.7, ::1");
+        assert_eq!(trusted[X_FORWARDED_PROTO], "http");
+        let forwarded: Vec<_> = trusted.get_all(header::FORWARDED).iter().collect();
+        assert_eq!(forwarded, ["for=203.0.113.7", "for=\"[::1]\";proto=http"]);
+
+        let mut untrusted = incoming();
+        add_forwarding(&mut untrusted, "::1".parse().unwrap(), "http", true, false);
+        assert_eq!(untrusted[X_FORWARDED_FOR], "::1");
+        assert_eq!(untrusted[header::FORWARDED], "for=\"[::1]\";proto=http");
+        assert!(!untrusted.contains_key("x-forwarded-host"));
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod body;
 pub mod control_plane;
 pub mod demo;
 pub mod error;
+mod guard;
 pub mod headers;
 pub mod listen;
 pub mod metrics;

@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -12,12 +13,24 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::body::ProxyBody;
+use crate::metrics::Downstream;
+use crate::settings::Settings;
+
+/// HTTP/2 streams a client may have open at once (nginx: 128).
+const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
+/// Streams reset by the client before the server accepted them; past this
+/// the connection gets GOAWAY (CVE-2023-44487, "rapid reset").
+const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// Streams the server resets for protocol errors; past this, GOAWAY.
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 256;
+/// A silent HTTP/2 peer is pinged this often and dropped when a ping goes
+/// unanswered for the timeout.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long to pause accepting after an accept error (such as EMFILE), so
 /// the loop never spins while the process is out of descriptors.
@@ -25,26 +38,20 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
 /// Serves `listener` with `handler` until `shutdown` turns true, then lets
 /// open connections finish (HTTP/2 GOAWAY, `Connection: close`) for up to
-/// `grace`.
+/// the shutdown grace.
 pub(crate) async fn serve<H, Fut>(
     name: &'static str,
     listener: TcpListener,
     handler: H,
-    header_read_timeout: Duration,
+    settings: Arc<Settings>,
     mut shutdown: watch::Receiver<bool>,
-    grace: Duration,
-    (accepted_total, open_now): (Counter, Gauge),
+    metrics: Downstream,
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).keep_alive(true);
-    // Zero disables the limit (as a zero timeout does in Gateway API).
-    if !header_read_timeout.is_zero() {
-        builder.http1().header_read_timeout(header_read_timeout);
-    }
-    builder.http2().timer(TokioTimer::new());
+    let builder = connection_builder(&settings);
+    let grace = settings.shutdown_grace;
     let graceful = GracefulShutdown::new();
     let local = listener.local_addr().ok();
     loop {
@@ -60,6 +67,13 @@ pub(crate) async fn serve<H, Fut>(
                 continue;
             }
         };
+        if metrics.open.get() >= settings.max_connections as i64 {
+            // Closing at once (rather than not accepting) keeps the backlog
+            // moving and tells the client now instead of after a timeout.
+            metrics.rejected.inc();
+            drop(stream);
+            continue;
+        }
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
@@ -72,9 +86,9 @@ pub(crate) async fn serve<H, Fut>(
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
-        accepted_total.inc();
-        open_now.inc();
-        let open = open_now.clone();
+        metrics.accepted.inc();
+        metrics.open.inc();
+        let open = metrics.open.clone();
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
@@ -93,4 +107,34 @@ pub(crate) async fn serve<H, Fut>(
             "connections still open after the grace period; closing"
         );
     }
+}
+
+/// The HTTP/1.1 and HTTP/2 settings every connection gets: the limits are
+/// set explicitly rather than left to library defaults that can change.
+fn connection_builder(settings: &Settings) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .max_headers(settings.max_headers)
+        .max_buf_size(settings.max_header_bytes);
+    // Zero disables the limit (as a zero timeout does in Gateway API).
+    if !settings.header_read_timeout.is_zero() {
+        builder
+            .http1()
+            .header_read_timeout(settings.header_read_timeout);
+    }
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        // Streams the client resets before we accept them (rapid reset).
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+        // Streams we reset for the client's protocol errors.
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(H2_PING_INTERVAL)
+        .keep_alive_timeout(H2_PING_TIMEOUT);
+    builder
 }

@@ -109,8 +109,20 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     accepted: Family<ListenerLabels, Counter>,
     open: Family<ListenerLabels, Gauge>,
+    rejected: Family<ListenerLabels, Counter>,
     /// Label sets of the current table, to remove those that leave it.
     current: Mutex<CurrentSeries>,
+}
+
+/// Connection metrics of one listener.
+#[derive(Debug, Clone)]
+pub struct Downstream {
+    /// Connections accepted.
+    pub accepted: Counter,
+    /// Connections open now.
+    pub open: Gauge,
+    /// Connections closed at once for `--max-connections`.
+    pub rejected: Counter,
 }
 
 #[derive(Debug, Default)]
@@ -239,8 +251,15 @@ impl Metrics {
             "Client connections open, by listener",
             open.clone(),
         );
+        let rejected = Family::default();
+        registry.register(
+            "switchyard_downstream_connections_rejected",
+            "Client connections closed at accept because the listener was at --max-connections",
+            rejected.clone(),
+        );
         Self {
             registry,
+            rejected,
             access_log_dropped,
             upstream_errors,
             upstream_retries,
@@ -396,13 +415,14 @@ impl Metrics {
         self.errors.get_or_create(&ErrorLabels { error }).inc();
     }
 
-    /// The accepted-connections counter and open-connections gauge of a listener.
-    pub fn downstream(&self, listener: &'static str) -> (Counter, Gauge) {
+    /// The connection metrics of a listener.
+    pub fn downstream(&self, listener: &'static str) -> Downstream {
         let labels = ListenerLabels { listener };
-        (
-            self.accepted.get_or_create_owned(&labels),
-            self.open.get_or_create_owned(&labels),
-        )
+        Downstream {
+            accepted: self.accepted.get_or_create_owned(&labels),
+            open: self.open.get_or_create_owned(&labels),
+            rejected: self.rejected.get_or_create_owned(&labels),
+        }
     }
 
     /// The counter of dropped access log lines.

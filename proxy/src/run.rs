@@ -55,9 +55,8 @@ pub async fn run(
             "proxy",
             listener,
             handler,
-            settings.header_read_timeout,
+            settings.clone(),
             stop_rx.clone(),
-            settings.shutdown_grace,
             applier_state.metrics().downstream("proxy"),
         ));
     }
@@ -75,9 +74,8 @@ pub async fn run(
             "admin",
             listener,
             handler,
-            settings.header_read_timeout,
+            settings.clone(),
             stop_rx.clone(),
-            settings.shutdown_grace,
             applier_state.metrics().downstream("admin"),
         ));
     }

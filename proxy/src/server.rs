@@ -15,8 +15,9 @@ use switchyard_config::spec::Protocol;
 
 use crate::access_log::{AccessLog, Pending};
 use crate::backend::Backend;
-use crate::body::{ProxyBody, RequestBody, Timer};
+use crate::body::{InFlight, ProxyBody, RequestBody, Timer};
 use crate::error::ProxyError;
+use crate::guard;
 use crate::headers::{self, BACKEND_HEADER, DECISION_HEADER, REQUEST_ID};
 use crate::route::{self, Routed};
 use crate::settings::Settings;
@@ -29,6 +30,8 @@ pub struct Proxy {
     state: Arc<State>,
     settings: Arc<Settings>,
     access_log: Option<Arc<AccessLog>>,
+    /// Requests in flight, for `--max-requests`.
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// What `forward` learnt about a request, for metrics and the access log.
@@ -102,6 +105,7 @@ impl Proxy {
             state,
             settings,
             access_log,
+            in_flight: Arc::default(),
         }
     }
 
@@ -119,20 +123,15 @@ impl Proxy {
             .as_ref()
             .filter(|log| log.sampled())
             .map(|_| Box::new(pending_line(&request, &request_id, start)));
+        let version = request.version();
+        let Some(in_flight) = InFlight::try_new(&self.in_flight, self.settings.max_requests) else {
+            let error = ProxyError::Overloaded("proxy");
+            return self.answer_early(error, version, start, pending.as_deref_mut(), request_id);
+        };
         // One snapshot for the whole request, whatever swaps meanwhile.
         let Some(snapshot) = self.state.snapshot() else {
-            let mut response = ProxyError::NoTable.into_response();
-            self.state.metrics().count_error(ProxyError::NoTable.code());
-            let metrics = self.state.metrics().unrouted();
-            metrics.count(response.status());
-            metrics.observe(start.elapsed().as_secs_f64());
-            if let (Some(log), Some(pending)) = (&self.access_log, pending.as_deref_mut()) {
-                pending.response_code = response.status().as_u16();
-                pending.response_flags = ProxyError::NoTable.flags();
-                log.finish(pending, response.body().full_len());
-            }
-            response.headers_mut().insert(REQUEST_ID, request_id);
-            return response;
+            let error = ProxyError::NoTable;
+            return self.answer_early(error, version, start, pending.as_deref_mut(), request_id);
         };
         let mut served = Served {
             received: pending.as_ref().map(|p| p.received.clone()),
@@ -152,7 +151,7 @@ impl Proxy {
                 if let Some((backend, kind)) = error.upstream_failure() {
                     metrics.count_upstream_error(backend, kind);
                 }
-                error.into_response()
+                error_response(error, version)
             }
         };
         let (route, backend) = (served.pair.map(|p| p.0), served.pair.map(|p| p.1));
@@ -179,7 +178,32 @@ impl Proxy {
             pair: served.pair,
             start,
             log,
+            _in_flight: Some(in_flight),
         });
+        response.headers_mut().insert(REQUEST_ID, request_id);
+        response
+    }
+
+    /// Answers `error` before any routing happened (no table, overload).
+    fn answer_early(
+        &self,
+        error: ProxyError,
+        version: Version,
+        start: Instant,
+        pending: Option<&mut Pending>,
+        request_id: HeaderValue,
+    ) -> Response<ProxyBody> {
+        let flags = error.flags();
+        self.state.metrics().count_error(error.code());
+        let mut response = error_response(error, version);
+        let metrics = self.state.metrics().unrouted();
+        metrics.count(response.status());
+        metrics.observe(start.elapsed().as_secs_f64());
+        if let (Some(log), Some(pending)) = (&self.access_log, pending) {
+            pending.response_code = response.status().as_u16();
+            pending.response_flags = flags;
+            log.finish(pending, response.body().full_len());
+        }
         response.headers_mut().insert(REQUEST_ID, request_id);
         response
     }
@@ -196,6 +220,7 @@ impl Proxy {
             request.version() == Version::HTTP_11 && headers::is_upgrade_request(request.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
+        guard::check(&mut parts, &self.settings)?;
         let decision = match route::decide(snapshot, &parts, &self.settings)? {
             Routed::Respond(response) => return Ok(response),
             Routed::Forward(decision) => decision,
@@ -203,20 +228,32 @@ impl Proxy {
         served.pair = Some((decision.route_index, decision.backend_index));
         served.sticky = decision.sticky;
         let backend = decision.backend;
+        let per_backend = self.settings.max_requests_per_backend;
+        if per_backend != 0 && backend.in_flight() >= per_backend as i64 {
+            return Err(ProxyError::Overloaded("backend"));
+        }
         if upgrade && backend.protocol() == Protocol::Http2 {
             return Err(ProxyError::BadRequest(
                 "protocol upgrades need an HTTP/1.1 backend",
             ));
         }
         self.prepare_upstream(&mut parts, &backend, client, upgrade)?;
-        let request = Request::from_parts(parts, RequestBody::new(body, served.received.take()));
+        let (body, verdict) = RequestBody::new(
+            body,
+            served.received.take(),
+            self.settings.max_request_body_bytes,
+            self.settings.request_body_idle_timeout,
+        );
+        let request = Request::from_parts(parts, body);
         let send = self.send_with_retry(&backend, request, decision.backend_request_timeout);
-        let (mut response, mut lease) = match decision.request_timeout {
+        let sent = match decision.request_timeout {
             Some(limit) => tokio::time::timeout(limit, send)
                 .await
-                .map_err(|_| ProxyError::Timeout(backend.name().to_owned()))??,
-            None => send.await?,
+                .map_err(|_| ProxyError::Timeout(backend.name().to_owned()))?,
+            None => send.await,
         };
+        // A body the proxy cut is the client's fault, not the backend's.
+        let (mut response, mut lease) = sent.map_err(|error| verdict.error().unwrap_or(error))?;
         served.upstream_ms = Some(start.elapsed().as_secs_f64() * 1000.0);
         if self.access_log.is_some() {
             served.upstream_host = Some(lease.endpoint_addr().to_owned());
@@ -271,11 +308,20 @@ impl Proxy {
         upgrade: bool,
     ) -> Result<(), ProxyError> {
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+        // Framing is rebuilt, never copied: the upstream client states the
+        // length of the body it sends (or chunks it) itself.
+        parts.headers.remove(header::CONTENT_LENGTH);
+        let trusted = self
+            .settings
+            .trusted_forwarders
+            .iter()
+            .any(|range| range.contains(&client.ip()));
         headers::add_forwarding(
             &mut parts.headers,
             client.ip(),
             "http",
             self.settings.forwarded_header,
+            trusted,
         );
         if self.settings.set_decision_header {
             if let Ok(name) = HeaderValue::from_str(backend.name()) {
@@ -392,6 +438,19 @@ impl Proxy {
             None => Ok(send.await),
         }
     }
+}
+
+/// The response for `error`; under overload an HTTP/1 connection is closed
+/// after it, so that clients spread their retries instead of queueing here.
+fn error_response(error: ProxyError, version: Version) -> Response<ProxyBody> {
+    let overloaded = matches!(error, ProxyError::Overloaded(_));
+    let mut response = error.into_response();
+    if overloaded && version < Version::HTTP_2 {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 fn upstream_failed(backend: &Backend, endpoint: &str, reason: String) -> ProxyError {

@@ -70,6 +70,32 @@ pub struct Settings {
     /// When a backend's share falls, tunnels beyond its new share are
     /// closed one by one over this window.
     pub tunnel_rebalance_window: Duration,
+    /// Longest request target (path and query, plus authority) accepted; 414 above.
+    pub max_uri_bytes: usize,
+    /// Most header fields in a request (HTTP/1.1); 431 above.
+    pub max_headers: usize,
+    /// Most bytes of request headers (HTTP/1.1 read buffer, HTTP/2 header
+    /// list); 431 above.
+    pub max_header_bytes: usize,
+    /// Largest request body; 413 (from `Content-Length` before anything is
+    /// sent, or when a chunked body passes it). `None`: no limit.
+    pub max_request_body_bytes: Option<u64>,
+    /// Longest pause while the client sends its body (slow POST); 408.
+    /// Zero disables it.
+    pub request_body_idle_timeout: Duration,
+    /// What `%2F` and `%5C` in a path do.
+    pub encoded_slashes: switchyard_config::path::EncodedSlashes,
+    /// Open client connections per listener; more are closed at accept.
+    pub max_connections: usize,
+    /// Requests in flight in the whole proxy; more get 503 at once. Zero: no limit.
+    pub max_requests: usize,
+    /// Requests (and tunnels) in flight per backend; more get 503 at once.
+    /// Zero: no limit.
+    pub max_requests_per_backend: usize,
+    /// Clients whose `x-forwarded-*` and `forwarded` headers are kept and
+    /// appended to (proxies in front of this one). Everyone else's are
+    /// replaced. Empty: nobody is trusted (an internet-facing gateway).
+    pub trusted_forwarders: Vec<ipnet::IpNet>,
 }
 
 impl Default for Settings {
@@ -89,6 +115,16 @@ impl Default for Settings {
             shutdown_grace: Duration::from_secs(10),
             tunnel_rebalance_window: crate::backend::DEFAULT_REBALANCE_WINDOW,
             log_level: None,
+            max_uri_bytes: 8 * 1024,
+            max_headers: 100,
+            max_header_bytes: 64 * 1024,
+            max_request_body_bytes: None,
+            request_body_idle_timeout: Duration::from_secs(60),
+            encoded_slashes: switchyard_config::path::EncodedSlashes::Reject,
+            max_connections: 16 * 1024,
+            max_requests: 10_000,
+            max_requests_per_backend: 4_096,
+            trusted_forwarders: Vec::new(),
         }
     }
 }

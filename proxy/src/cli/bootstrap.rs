@@ -8,7 +8,7 @@ use switchyard_config::GwDuration;
 use switchyard_proxy::Settings;
 use switchyard_proxy::control_plane::ControlPlane;
 
-use super::RunArgs;
+use super::{EncodedSlashesArg, RunArgs};
 
 /// The bootstrap file (YAML). Every field is optional; flags win.
 #[derive(Debug, Default, Deserialize)]
@@ -46,6 +46,17 @@ struct Bootstrap {
     table_cache: Option<PathBuf>,
     report_interval: Option<GwDuration>,
     max_table_bytes: Option<usize>,
+    max_uri_bytes: Option<usize>,
+    max_headers: Option<usize>,
+    max_header_bytes: Option<usize>,
+    max_request_body_bytes: Option<u64>,
+    request_body_idle_timeout: Option<GwDuration>,
+    encoded_slashes: Option<EncodedSlashesArg>,
+    max_connections: Option<usize>,
+    max_requests: Option<usize>,
+    max_requests_per_backend: Option<usize>,
+    #[serde(default)]
+    trust_forwarded_from: Vec<String>,
 }
 
 /// Where tables come from.
@@ -156,7 +167,65 @@ pub(super) fn resolve(args: RunArgs) -> anyhow::Result<Resolved> {
             defaults.shutdown_grace,
             "shutdown-grace",
         )?,
+        max_uri_bytes: args
+            .max_uri_bytes
+            .or(file.max_uri_bytes)
+            .unwrap_or(defaults.max_uri_bytes),
+        max_headers: args
+            .max_headers
+            .or(file.max_headers)
+            .unwrap_or(defaults.max_headers),
+        max_header_bytes: args
+            .max_header_bytes
+            .or(file.max_header_bytes)
+            .unwrap_or(defaults.max_header_bytes),
+        // Zero means no limit, as `client_max_body_size 0` does in nginx.
+        max_request_body_bytes: args
+            .max_request_body_bytes
+            .or(file.max_request_body_bytes)
+            .map_or(defaults.max_request_body_bytes, |n| (n > 0).then_some(n)),
+        request_body_idle_timeout: duration(
+            &args.request_body_idle_timeout,
+            file.request_body_idle_timeout,
+            defaults.request_body_idle_timeout,
+            "request-body-idle-timeout",
+        )?,
+        encoded_slashes: args
+            .encoded_slashes
+            .or(file.encoded_slashes)
+            .map_or(defaults.encoded_slashes, EncodedSlashesArg::into_setting),
+        max_connections: args
+            .max_connections
+            .or(file.max_connections)
+            .unwrap_or(defaults.max_connections),
+        max_requests: args
+            .max_requests
+            .or(file.max_requests)
+            .unwrap_or(defaults.max_requests),
+        max_requests_per_backend: args
+            .max_requests_per_backend
+            .or(file.max_requests_per_backend)
+            .unwrap_or(defaults.max_requests_per_backend),
+        trusted_forwarders: if args.trust_forwarded_from.is_empty() {
+            file.trust_forwarded_from
+                .iter()
+                .map(|text| {
+                    super::parse_ip_range(text)
+                        .map_err(|e| anyhow::anyhow!("trust_forwarded_from: {e}"))
+                })
+                .collect::<anyhow::Result<_>>()?
+        } else {
+            args.trust_forwarded_from.clone()
+        },
     };
+    anyhow::ensure!(
+        settings.max_header_bytes >= 8192,
+        "--max-header-bytes must be at least 8192"
+    );
+    anyhow::ensure!(
+        settings.max_headers >= 1,
+        "--max-headers must be at least 1"
+    );
     let table = args.table.clone().or(file.table.clone());
     let control_plane = args.control_plane.clone().or(file.control_plane.clone());
     let source = match (table, control_plane) {
