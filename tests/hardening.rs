@@ -138,6 +138,7 @@ async fn ambiguous_framing_and_host_are_refused_before_the_backend() {
         ),
         ("70 KB of headers", format!("GET / HTTP/1.1\r\nHost: a\r\n{big_header}\r\n"), 431),
         ("9 KB URI", long_uri, 414),
+        ("relative path", "GET no-slash HTTP/1.1\r\nHost: a\r\n\r\n".into(), 400),
         ("encoded slash", "GET /a%2Fb HTTP/1.1\r\nHost: a\r\n\r\n".into(), 400),
         ("bad escape", "GET /a%zz HTTP/1.1\r\nHost: a\r\n\r\n".into(), 400),
     ];

@@ -164,6 +164,14 @@ pub(crate) struct RunArgs {
     /// (CIDR, repeat for several); others' are replaced.
     #[arg(long, value_parser = parse_ip_range)]
     trust_forwarded_from: Vec<ipnet::IpNet>,
+    /// Close connections with nothing in progress after this, like `300s`
+    /// (HTTP/2 GOAWAY; `0s` disables).
+    #[arg(long)]
+    idle_timeout: Option<String>,
+    /// Disconnect a client that reads none of its response for this long,
+    /// like `60s` (`0s` disables).
+    #[arg(long)]
+    response_write_timeout: Option<String>,
 }
 
 /// A CIDR range, or a single address as a range of one.

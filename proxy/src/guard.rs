@@ -22,6 +22,11 @@ pub(crate) fn check(parts: &mut request::Parts, settings: &Settings) -> Result<(
     if uri_length > settings.max_uri_bytes {
         return Err(ProxyError::UriTooLong);
     }
+    let path = parts.uri.path();
+    let asterisk_form = path == "*" && parts.method == http::Method::OPTIONS;
+    if !(path.starts_with('/') || asterisk_form) {
+        return Err(ProxyError::BadRequest("the path must start with `/`"));
+    }
     check_host(parts)?;
     if parts.version != Version::HTTP_2 {
         check_framing(&parts.headers)?;

@@ -1,5 +1,8 @@
 //! Accept loops: one per listener, HTTP/1.1 and HTTP/2 (prior knowledge)
-//! auto-detected on every connection, graceful shutdown.
+//! auto-detected on every connection, per-connection limits, graceful
+//! shutdown.
+
+mod connection;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -12,13 +15,13 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::body::ProxyBody;
 use crate::metrics::Downstream;
 use crate::settings::Settings;
+use connection::{ConnectionState, LiveConnections, TimedIo};
 
 /// HTTP/2 streams a client may have open at once (nginx: 128).
 const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
@@ -52,7 +55,7 @@ pub(crate) async fn serve<H, Fut>(
 {
     let builder = connection_builder(&settings);
     let grace = settings.shutdown_grace;
-    let graceful = GracefulShutdown::new();
+    let live = Arc::new(LiveConnections::default());
     let local = listener.local_addr().ok();
     loop {
         let accepted = tokio::select! {
@@ -77,28 +80,36 @@ pub(crate) async fn serve<H, Fut>(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
+        let state = ConnectionState::new();
         let handler = handler.clone();
+        let service_state = state.clone();
         let service = service_fn(move |request| {
             let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler(request, peer).await) }
+            let stream = service_state.stream_started();
+            async move {
+                let response = handler(request, peer).await;
+                Ok::<_, Infallible>(response.map(|body| stream.answered(body)))
+            }
         });
+        let io = TimedIo::new(stream, settings.response_write_timeout);
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
-        let connection = graceful.watch(connection);
         metrics.accepted.inc();
         metrics.open.inc();
         let open = metrics.open.clone();
+        let live_guard = live.opened();
+        let shutdown = shutdown.clone();
+        let idle_timeout = settings.idle_timeout;
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
-            }
+            drive(connection, &state, shutdown, idle_timeout, peer).await;
             open.dec();
+            drop(live_guard);
         });
     }
     drop(listener);
-    tracing::info!(listener = name, address = ?local, open = graceful.count(), "stopped accepting; draining connections");
-    if tokio::time::timeout(grace, graceful.shutdown())
+    tracing::info!(listener = name, address = ?local, open = live.count(), "stopped accepting; draining connections");
+    if tokio::time::timeout(grace, live.all_closed())
         .await
         .is_err()
     {
@@ -106,6 +117,67 @@ pub(crate) async fn serve<H, Fut>(
             listener = name,
             "connections still open after the grace period; closing"
         );
+    }
+}
+
+/// Runs one connection to its end: at shutdown or after `idle_timeout`
+/// with nothing in progress it closes gracefully (GOAWAY, `Connection:
+/// close`); when the premature-reset check trips it is dropped at once.
+async fn drive<C>(
+    connection: C,
+    state: &ConnectionState,
+    mut shutdown: watch::Receiver<bool>,
+    idle_timeout: Duration,
+    peer: SocketAddr,
+) where
+    C: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + GracefulConnection,
+{
+    let mut connection = std::pin::pin!(connection);
+    let mut closing = false;
+    // The idle check runs a few times per timeout; zero disables it.
+    let check_every = (idle_timeout / 4).max(Duration::from_millis(10));
+    let mut idle_check = tokio::time::interval(check_every);
+    idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%peer, %error, "connection ended with an error");
+                }
+                return;
+            }
+            () = state.abort.notified() => return,
+            _ = crate::state::stopped(&mut shutdown), if !closing => {
+                connection.as_mut().close_gracefully();
+                closing = true;
+            }
+            _ = idle_check.tick(), if !closing && !idle_timeout.is_zero() => {
+                if state.idle_for() >= idle_timeout {
+                    tracing::debug!(%peer, "closing an idle connection");
+                    connection.as_mut().close_gracefully();
+                    closing = true;
+                }
+            }
+        }
+    }
+}
+
+/// A connection that can be asked to finish what it has and close.
+trait GracefulConnection {
+    fn close_gracefully(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, E> GracefulConnection for auto::UpgradeableConnection<'static, I, S, E>
+where
+    S: hyper::service::HttpService<Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: http_body::Body + Send + 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn close_gracefully(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
     }
 }
 

@@ -96,6 +96,13 @@ pub struct Settings {
     /// appended to (proxies in front of this one). Everyone else's are
     /// replaced. Empty: nobody is trusted (an internet-facing gateway).
     pub trusted_forwarders: Vec<ipnet::IpNet>,
+    /// A connection with nothing in progress for this long is closed
+    /// gracefully (HTTP/2 GOAWAY). Zero disables it. HTTP/1.1 keep-alive
+    /// connections are also closed by the header read timeout.
+    pub idle_timeout: Duration,
+    /// A client that accepts no response bytes for this long is
+    /// disconnected (slow read). Zero disables it.
+    pub response_write_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -125,6 +132,8 @@ impl Default for Settings {
             max_requests: 10_000,
             max_requests_per_backend: 4_096,
             trusted_forwarders: Vec::new(),
+            idle_timeout: Duration::from_secs(300),
+            response_write_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod h2raw;
 
 use std::future::Future;
 use std::net::SocketAddr;

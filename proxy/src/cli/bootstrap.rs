@@ -57,6 +57,8 @@ struct Bootstrap {
     max_requests_per_backend: Option<usize>,
     #[serde(default)]
     trust_forwarded_from: Vec<String>,
+    idle_timeout: Option<GwDuration>,
+    response_write_timeout: Option<GwDuration>,
 }
 
 /// Where tables come from.
@@ -217,6 +219,18 @@ pub(super) fn resolve(args: RunArgs) -> anyhow::Result<Resolved> {
         } else {
             args.trust_forwarded_from.clone()
         },
+        idle_timeout: duration(
+            &args.idle_timeout,
+            file.idle_timeout,
+            defaults.idle_timeout,
+            "idle-timeout",
+        )?,
+        response_write_timeout: duration(
+            &args.response_write_timeout,
+            file.response_write_timeout,
+            defaults.response_write_timeout,
+            "response-write-timeout",
+        )?,
     };
     anyhow::ensure!(
         settings.max_header_bytes >= 8192,

@@ -1,0 +1,296 @@
+//! Per-connection bookkeeping the protocol libraries leave to us: streams
+//! in progress (for the idle timeout), streams the client abandoned (the
+//! premature-reset check), and a write timeout for clients that stop
+//! reading.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
+
+use crate::body::ProxyBody;
+
+/// Streams abandoned by the client before their response, past which a
+/// connection is closed when they are also half of its streams (Envoy's
+/// premature-reset check): each costs us a route, a pick and often an
+/// upstream request, and costs the client one frame.
+const PREMATURE_RESET_LIMIT: u32 = 100;
+
+/// What one connection is doing.
+#[derive(Debug)]
+pub(crate) struct ConnectionState {
+    born: Instant,
+    started: AtomicU32,
+    premature: AtomicU32,
+    active: AtomicU32,
+    /// Nanoseconds after `born` when `active` last fell to zero.
+    idle_since: AtomicU64,
+    /// Notified when the connection must be closed now.
+    pub(crate) abort: Notify,
+}
+
+impl ConnectionState {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            born: Instant::now(),
+            started: AtomicU32::new(0),
+            premature: AtomicU32::new(0),
+            active: AtomicU32::new(0),
+            idle_since: AtomicU64::new(0),
+            abort: Notify::new(),
+        })
+    }
+
+    /// A stream starts; the guard ends it.
+    pub(crate) fn stream_started(self: &Arc<Self>) -> StreamGuard {
+        self.started.fetch_add(1, Ordering::Relaxed);
+        self.active.fetch_add(1, Ordering::Relaxed);
+        StreamGuard {
+            connection: Some(self.clone()),
+        }
+    }
+
+    fn stream_ended(&self) {
+        if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let now = u64::try_from(self.born.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.idle_since.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// How long nothing has been in progress (zero while something is).
+    pub(crate) fn idle_for(&self) -> Duration {
+        if self.active.load(Ordering::Acquire) > 0 {
+            return Duration::ZERO;
+        }
+        let since = Duration::from_nanos(self.idle_since.load(Ordering::Relaxed));
+        self.born.elapsed().saturating_sub(since)
+    }
+
+    fn abandoned(&self) {
+        let premature = self.premature.fetch_add(1, Ordering::Relaxed) + 1;
+        let started = self.started.load(Ordering::Relaxed);
+        if premature >= PREMATURE_RESET_LIMIT && premature.saturating_mul(2) >= started {
+            tracing::warn!(
+                premature,
+                started,
+                "closing a connection whose client abandons most of its streams"
+            );
+            self.abort.notify_one();
+        }
+    }
+}
+
+/// One stream in progress. Dropped before [`StreamGuard::answered`], the
+/// client abandoned it (an HTTP/2 reset, or a closed connection).
+#[derive(Debug)]
+pub(crate) struct StreamGuard {
+    connection: Option<Arc<ConnectionState>>,
+}
+
+impl StreamGuard {
+    /// The response is ready: the stream stays active until its body ends.
+    pub(crate) fn answered(mut self, response: ProxyBody) -> TrackedBody {
+        TrackedBody {
+            inner: response,
+            connection: self.connection.take(),
+        }
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            connection.abandoned();
+            connection.stream_ended();
+        }
+    }
+}
+
+/// A response body that ends its stream when it ends (or is dropped).
+#[derive(Debug)]
+pub(crate) struct TrackedBody {
+    inner: ProxyBody,
+    connection: Option<Arc<ConnectionState>>,
+}
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            connection.stream_ended();
+        }
+    }
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = <ProxyBody as Body>::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Connections of a listener still open, for the shutdown wait.
+#[derive(Debug, Default)]
+pub(crate) struct LiveConnections {
+    count: AtomicUsize,
+    none_left: Notify,
+}
+
+impl LiveConnections {
+    pub(crate) fn opened(self: &Arc<Self>) -> LiveGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        LiveGuard(self.clone())
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Completes when every connection has closed.
+    pub(crate) async fn all_closed(&self) {
+        loop {
+            let notified = self.none_left.notified();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Counts one open connection until dropped.
+#[derive(Debug)]
+pub(crate) struct LiveGuard(Arc<LiveConnections>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.none_left.notify_waiters();
+        }
+    }
+}
+
+/// A socket whose writes fail with `TimedOut` when the peer accepts no
+/// bytes for `timeout` (a client that stops reading its response).
+#[derive(Debug)]
+pub(crate) struct TimedIo<T> {
+    inner: T,
+    timeout: Option<Duration>,
+    /// Armed while a write waits; allocated on the first wait only.
+    stalled: Option<Pin<Box<Sleep>>>,
+    waiting: bool,
+}
+
+impl<T> TimedIo<T> {
+    pub(crate) fn new(inner: T, timeout: Duration) -> Self {
+        Self {
+            inner,
+            timeout: (!timeout.is_zero()).then_some(timeout),
+            stalled: None,
+            waiting: false,
+        }
+    }
+
+    /// Checks the write deadline after the inner write returned `Pending`.
+    fn check_stall(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(timeout) = self.timeout else {
+            return Poll::Pending;
+        };
+        let deadline = Instant::now() + timeout;
+        let sleep = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.waiting {
+            sleep.as_mut().reset(deadline);
+            self.waiting = true;
+        }
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing for the response write timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Pending => this.check_stall(cx).map_ok(|()| 0),
+            ready => {
+                this.waiting = false;
+                ready
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Pending => this.check_stall(cx).map_ok(|()| 0),
+            ready => {
+                this.waiting = false;
+                ready
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Pending => this.check_stall(cx),
+            ready => {
+                this.waiting = false;
+                ready
+            }
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
