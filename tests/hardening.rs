@@ -414,3 +414,134 @@ async fn requests_over_the_backend_limit_get_a_fast_503_and_connection_close() {
     assert_eq!(first.status, 200);
     served_normally(proxy.addr).await;
 }
+
+/// A masked WebSocket text frame, as a client sends it.
+fn masked_text(payload: &[u8]) -> Vec<u8> {
+    let mask = [0x11, 0x22, 0x33, 0x44];
+    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_pipelined_after_an_upgrade_wait_for_the_backends_answer() {
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
+    let proxy = TestProxy::start(&table(blue.addr, green.addr, TO_BLUE)).await;
+    let upgrade = |path: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+    };
+    // Accepted: the frame sent with the request is delivered after the 101.
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut bytes = upgrade("/ws").into_bytes();
+    bytes.extend(masked_text(b"hi"));
+    stream.write_all(&bytes).await.unwrap();
+    let switched = read_response(&mut stream).await.unwrap();
+    assert_eq!(switched.status, 101);
+    let mut echo = [0u8; 4];
+    tokio::time::timeout(DEADLINE, stream.read_exact(&mut echo))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(echo, [0x81, 2, b'h', b'i']);
+
+    // Refused: the pipelined bytes are never tunnelled; they are read as
+    // the next HTTP request and routed like any other.
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut bytes = upgrade("/status?code=403").into_bytes();
+    bytes.extend_from_slice(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n");
+    stream.write_all(&bytes).await.unwrap();
+    let refused = read_response(&mut stream).await.unwrap();
+    assert_eq!(refused.status, 403);
+    if let Some(next) = read_response(&mut stream).await {
+        assert_eq!((next.status, next.body.as_str()), (200, "blue"));
+    }
+    let uris: Vec<String> = blue.seen().iter().map(|s| s.uri.clone()).collect();
+    assert!(
+        uris.iter()
+            .all(|u| u == "/ws" || u == "/status?code=403" || u == "/next"),
+        "{uris:?}"
+    );
+}
+
+/// slowhttptest's slowloris (`-H`) and slow body (`-B`) runs, 8 s each,
+/// while a normal client keeps being served. Skipped, with the reason
+/// printed, when slowhttptest is not installed (`.ci/run` installs it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowhttptest_attacks_leave_normal_clients_served() {
+    if std::process::Command::new("slowhttptest")
+        .arg("-h")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: slowhttptest is not installed (apt-get install slowhttptest)");
+        return;
+    }
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
+    let settings = Settings {
+        header_read_timeout: Duration::from_secs(2),
+        request_body_idle_timeout: Duration::from_secs(2),
+        ..Settings::default()
+    };
+    let proxy = TestProxy::start_with(&table(blue.addr, green.addr, TO_BLUE), settings).await;
+    for (mode, path) in [("-H", "/"), ("-B", "/upload")] {
+        let url = format!("http://{}{path}", proxy.addr);
+        let mut attack = tokio::process::Command::new("slowhttptest")
+            .args([
+                mode, "-c", "300", "-r", "100", "-i", "1", "-x", "10", "-l", "8", "-p", "2", "-s",
+                "100000",
+            ])
+            .args(["-u", &url])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut served = 0;
+        let ended = loop {
+            let mut client = Client::http1(proxy.addr).await;
+            let reply = tokio::time::timeout(Duration::from_secs(2), client.get("/", &[]))
+                .await
+                .unwrap_or_else(|_| panic!("{mode}: a normal request waited over 2 s"));
+            assert_eq!(reply.text(), "blue", "{mode}");
+            served += 1;
+            if let Ok(Some(status)) = attack.try_wait() {
+                break status;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(ended.success(), "{mode}: slowhttptest failed");
+        let mut report = String::new();
+        attack
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut report)
+            .await
+            .unwrap();
+        assert!(
+            served >= 20,
+            "{mode}: only {served} normal requests during the attack"
+        );
+        // Its status lines (with colour codes) end in YES or NO.
+        let verdicts: Vec<&str> = report
+            .lines()
+            .filter(|l| l.contains("service available"))
+            .collect();
+        assert!(!verdicts.is_empty(), "{mode}: no verdict in {report}");
+        assert!(
+            verdicts
+                .iter()
+                .all(|l| l.contains("YES") && !l.contains("NO")),
+            "{mode}: {verdicts:?}"
+        );
+    }
+}
