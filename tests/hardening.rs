@@ -372,14 +372,34 @@ async fn connections_over_the_limit_are_closed_and_capacity_comes_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_over_the_backend_limit_get_a_fast_503_and_connection_close() {
+    overload(
+        Settings {
+            max_requests_per_backend: 1,
+            ..Settings::default()
+        },
+        "overloaded_backend",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_over_the_proxy_limit_get_a_fast_503_and_connection_close() {
+    overload(
+        Settings {
+            max_requests: 1,
+            ..Settings::default()
+        },
+        "overloaded",
+    )
+    .await;
+}
+
+/// One request waits at the backend; the next is over `settings`' limit.
+async fn overload(settings: Settings, reason: &str) {
     let (blue, green) = (
         TestBackend::start("blue").await,
         TestBackend::start("green").await,
     );
-    let settings = Settings {
-        max_requests_per_backend: 1,
-        ..Settings::default()
-    };
     let proxy = TestProxy::start_with(&table(blue.addr, green.addr, TO_BLUE), settings).await;
     let mut waiting = TcpStream::connect(proxy.addr).await.unwrap();
     waiting
@@ -397,7 +417,7 @@ async fn requests_over_the_backend_limit_get_a_fast_503_and_connection_close() {
     assert!(
         answer
             .head
-            .contains("x-switchyard-error: overloaded_backend"),
+            .contains(&format!("x-switchyard-error: {reason}\r\n")),
         "{}",
         answer.head
     );

@@ -24,6 +24,24 @@ use std::time::{Duration, Instant};
 
 use measure::{Run, Summary};
 
+/// Flags turning off every hardening limit and timer of the proxy.
+const UNPROTECTED: &[&str] = &[
+    "--header-read-timeout",
+    "0s",
+    "--request-body-idle-timeout",
+    "0s",
+    "--idle-timeout",
+    "0s",
+    "--response-write-timeout",
+    "0s",
+    "--max-requests",
+    "0",
+    "--max-requests-per-backend",
+    "0",
+    "--encoded-slashes",
+    "keep",
+];
+
 struct Options {
     rounds: usize,
     duration: Duration,
@@ -88,11 +106,13 @@ fn main() -> anyhow::Result<()> {
         swaps: false,
     }];
     std::fs::write(dir.join("token"), swap::TOKEN)?;
-    let variants: [(&'static str, bool, &'static [&'static str]); 4] = [
+    let variants: [(&'static str, bool, &'static [&'static str]); 5] = [
         ("switchyard", false, &[]),
         ("switchyard+swaps", true, &[]),
         ("switchyard-metrics", false, &["--no-request-metrics"]),
         ("switchyard+accesslog", false, &["--access-log"]),
+        // Every protection that can be turned off, off: what they cost.
+        ("switchyard-protections", false, UNPROTECTED),
     ];
     for (name, swaps, extra) in variants {
         let bin = options.proxy_bin.clone();

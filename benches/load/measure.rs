@@ -232,5 +232,11 @@ pub(crate) fn markdown(summaries: &[Summary], setup: &str) -> String {
             ));
         }
     }
+    if let (Some(off), Some(on)) = (cpu("switchyard-protections"), cpu("switchyard")) {
+        out.push_str(&format!(
+            "Protections at their defaults: {:+.1} % CPU per request against all of them off (medians).\n",
+            (on / off - 1.0) * 100.0
+        ));
+    }
     out
 }

@@ -142,9 +142,12 @@ pub(super) fn resolve(args: RunArgs) -> anyhow::Result<Resolved> {
             defaults.connect_timeout,
             "connect-timeout",
         )?,
-        header_read_timeout: file
-            .header_read_timeout
-            .map_or(defaults.header_read_timeout, GwDuration::get),
+        header_read_timeout: duration(
+            &args.header_read_timeout,
+            file.header_read_timeout,
+            defaults.header_read_timeout,
+            "header-read-timeout",
+        )?,
         expose_backend: args.expose_backend || file.expose_backend,
         set_decision_header: args.set_decision_header || file.set_decision_header,
         trust_decision_header: args.trust_decision_header || file.trust_decision_header,
