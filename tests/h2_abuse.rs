@@ -287,3 +287,37 @@ async fn served_normally_over_http1(addr: std::net::SocketAddr) {
     let mut client = Client::http1(addr).await;
     assert_eq!(client.get("/", &[]).await.text(), "blue");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_empty_data_frames_is_refused() {
+    let (_blue, _green, proxy) = start().await;
+    let mut stream = h2raw::connect(proxy.addr).await;
+    let post = h2raw::block(&[
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":authority", "app.test"),
+        (":path", "/upload"),
+    ]);
+    stream
+        .write_all(&frame(HEADERS, END_HEADERS, 1, &post))
+        .await
+        .unwrap();
+    let mut flood = Vec::new();
+    for _ in 0..5_000 {
+        flood.extend(frame(h2raw::DATA, 0, 1, &[]));
+    }
+    flood.extend(frame(h2raw::DATA, END_STREAM, 1, b"x"));
+    let _ = stream.write_all(&flood).await;
+    let end = h2raw::read_until(&mut stream, DEADLINE, |f| {
+        f.kind == GOAWAY || (f.stream == 1 && (f.kind == RST_STREAM || f.kind == HEADERS))
+    })
+    .await;
+    // h2 counts DATA frames that carry nothing: GOAWAY ENHANCE_YOUR_CALM.
+    let end = end.expect("an answer before the close");
+    assert_eq!(
+        (end.kind, h2raw::error_code(&end)),
+        (GOAWAY, 0xb),
+        "{end:?}"
+    );
+    served_over_http2(proxy.addr).await;
+}
