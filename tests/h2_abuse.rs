@@ -321,3 +321,68 @@ async fn a_flood_of_empty_data_frames_is_refused() {
     );
     served_over_http2(proxy.addr).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hpack_bomb_is_refused_before_the_backend() {
+    let (blue, _green, proxy) = start().await;
+    let mut stream = h2raw::connect(proxy.addr).await;
+    // One 3 KB field added to the dynamic table (literal with incremental
+    // indexing, new name; it fits the default 4 KiB table), then referenced
+    // 100 times by index 62 (the first dynamic entry): a 3 KB block that
+    // decodes to 300 KB of headers.
+    let mut block = h2raw::get("/");
+    let mut literal = h2raw::block(&[("x-bomb", &"c".repeat(3000))]);
+    literal[0] = 0x40;
+    block.extend(literal);
+    block.extend(std::iter::repeat_n(0x80 | 62, 100));
+    stream
+        .write_all(&frame(HEADERS, END_HEADERS | END_STREAM, 1, &block))
+        .await
+        .unwrap();
+    let end = h2raw::read_until(&mut stream, DEADLINE, |f| {
+        f.kind == GOAWAY || (f.stream == 1 && (f.kind == RST_STREAM || f.kind == HEADERS))
+    })
+    .await;
+    // 431 for the stream, or GOAWAY ENHANCE_YOUR_CALM for the connection.
+    let end = end.expect("an answer before the close");
+    if end.kind == HEADERS {
+        assert_eq!(h2raw::status(&end), Some(431), "{end:?}");
+    } else {
+        assert_eq!(
+            (end.kind, h2raw::error_code(&end)),
+            (GOAWAY, 0xb),
+            "{end:?}"
+        );
+    }
+    assert_eq!(blue.seen().len(), 0, "the bomb never reached the backend");
+    served_over_http2(proxy.addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_shorter_than_its_content_length_resets_the_stream() {
+    let (_blue, _green, proxy) = start().await;
+    let mut stream = h2raw::connect(proxy.addr).await;
+    let post = h2raw::block(&[
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":authority", "app.test"),
+        (":path", "/upload"),
+        ("content-length", "10"),
+    ]);
+    let mut bytes = frame(HEADERS, END_HEADERS, 1, &post);
+    bytes.extend(frame(h2raw::DATA, END_STREAM, 1, b"abc"));
+    stream.write_all(&bytes).await.unwrap();
+    let end = h2raw::read_until(&mut stream, DEADLINE, |f| {
+        f.kind == GOAWAY || (f.stream == 1 && (f.kind == RST_STREAM || f.kind == HEADERS))
+    })
+    .await
+    .expect("an answer before the close");
+    // The backend may have seen the request start (bodies stream), but never
+    // a complete request: the stream is reset, not answered.
+    assert_eq!(
+        (end.kind, h2raw::error_code(&end)),
+        (RST_STREAM, PROTOCOL_ERROR),
+        "{end:?}"
+    );
+    served_over_http2(proxy.addr).await;
+}
