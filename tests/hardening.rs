@@ -294,6 +294,42 @@ async fn request_bodies_over_the_limit_get_413() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_body_limit_overrides_the_proxys() {
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
+    let routes = "  - name: small\n    max_request_body_bytes: 10\n    rules:\n      - matches: [{ path: { value: /upload } }]\n        backend: blue\n  - name: rest\n    rules:\n      - backend: green\n";
+    let proxy = TestProxy::start(&table(blue.addr, green.addr, routes)).await;
+    let request = |path: &str, body: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let answer = send_raw(proxy.addr, request("/upload", &"z".repeat(11)).as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 413);
+    assert!(blue.seen().is_empty());
+    let chunked = "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nzzzzzz\r\n6\r\nzzzzzz\r\n0\r\n\r\n";
+    let answer = send_raw(proxy.addr, chunked.as_bytes()).await.unwrap();
+    assert_eq!(answer.status, 413, "{answer:?}");
+    let answer = send_raw(proxy.addr, request("/upload", &"z".repeat(10)).as_bytes())
+        .await
+        .unwrap();
+    assert_eq!((answer.status, answer.body.as_str()), (200, "received 10"));
+    // The other route has no limit of its own, and the proxy has none.
+    let answer = send_raw(
+        proxy.addr,
+        request("/other/upload", &"z".repeat(5000)).as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_post_gets_408_while_others_are_served() {
     let (blue, green) = (
         TestBackend::start("blue").await,

@@ -55,6 +55,8 @@ pub struct CompiledBackend {
 pub struct CompiledRoute {
     /// Route name.
     pub name: String,
+    /// The route's request body limit, when it has one.
+    pub max_request_body_bytes: Option<u64>,
 }
 
 /// A rule: its action and timeouts.
@@ -144,6 +146,7 @@ impl CompiledTable {
         for (route_index, route) in spec.routes.iter().enumerate() {
             routes.push(CompiledRoute {
                 name: route.name.clone(),
+                max_request_body_bytes: route.max_request_body_bytes,
             });
             for (rule_index, rule) in route.rules.iter().enumerate() {
                 let path = format!("routes[{route_index}].rules[{rule_index}]");

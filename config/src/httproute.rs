@@ -150,6 +150,7 @@ fn convert_route(
         name: full_name.clone(),
         hostnames: spec.hostnames,
         timeouts: None,
+        max_request_body_bytes: None,
         rules: native_rules,
     };
     Some((full_name, (native, route.metadata.creation_timestamp)))

@@ -83,6 +83,10 @@ pub struct RouteSpec {
     /// Default timeouts for the route's rules (a rule's own win).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<TimeoutsSpec>,
+    /// Largest request body this route accepts, in bytes (413 above); the
+    /// proxy's `--max-request-body-bytes` applies when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_body_bytes: Option<u64>,
     /// Rules; a request takes the most specific matching one.
     pub rules: Vec<RuleSpec>,
 }

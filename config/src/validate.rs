@@ -216,6 +216,12 @@ impl Validator {
         if let Some(timeouts) = &route.timeouts {
             self.timeouts(&join(path, "timeouts"), timeouts);
         }
+        if route.max_request_body_bytes == Some(0) {
+            self.error(
+                join(path, "max_request_body_bytes"),
+                "must be at least 1 (leave it out for the proxy's limit)",
+            );
+        }
         let rules = route
             .rules
             .into_iter()
@@ -229,6 +235,7 @@ impl Validator {
             name: route.name,
             hostnames,
             timeouts: None,
+            max_request_body_bytes: route.max_request_body_bytes,
             rules,
         }
     }

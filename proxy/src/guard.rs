@@ -31,12 +31,21 @@ pub(crate) fn check(parts: &mut request::Parts, settings: &Settings) -> Result<(
     if parts.version != Version::HTTP_2 {
         check_framing(&parts.headers)?;
     }
-    if let Some(limit) = settings.max_request_body_bytes
-        && declared_length(&parts.headers).is_some_and(|length| length > limit)
-    {
-        return Err(ProxyError::BodyTooLarge);
-    }
     normalize_path(&mut parts.uri, settings)
+}
+
+/// Refuses a body whose `Content-Length` is over `limit` before anything
+/// is sent (chunked bodies are cut when they pass it, in `RequestBody`).
+pub(crate) fn check_declared_length(
+    headers: &HeaderMap,
+    limit: Option<u64>,
+) -> Result<(), ProxyError> {
+    match limit {
+        Some(limit) if declared_length(headers).is_some_and(|length| length > limit) => {
+            Err(ProxyError::BodyTooLarge)
+        }
+        _ => Ok(()),
+    }
 }
 
 fn check_host(parts: &request::Parts) -> Result<(), ProxyError> {

@@ -227,6 +227,10 @@ impl Proxy {
         };
         served.pair = Some((decision.route_index, decision.backend_index));
         served.sticky = decision.sticky;
+        let body_limit = snapshot.table.routes()[decision.route_index]
+            .max_request_body_bytes
+            .or(self.settings.max_request_body_bytes);
+        guard::check_declared_length(&parts.headers, body_limit)?;
         let backend = decision.backend;
         let per_backend = self.settings.max_requests_per_backend;
         if per_backend != 0 && backend.in_flight() >= per_backend as i64 {
@@ -241,7 +245,7 @@ impl Proxy {
         let (body, verdict) = RequestBody::new(
             body,
             served.received.take(),
-            self.settings.max_request_body_bytes,
+            body_limit,
             self.settings.request_body_idle_timeout,
         );
         let request = Request::from_parts(parts, body);

@@ -99,6 +99,8 @@ rejects! {
         ["routes[0].rules[0].split.cohort.assign_cookie.name: invalid cookie name \"a;b\": expected an HTTP token"];
     bad_direct_status: with_rule("direct_response: { status: 99 }") =>
         ["routes[0].rules[0].direct_response.status: status 99 is outside 200..=599"];
+    zero_body_limit: format!("{BACKENDS}routes:\n  - {{ name: r, max_request_body_bytes: 0, rules: [{{ backend: blue }}] }}\n") =>
+        ["routes[0].max_request_body_bytes: must be at least 1 (leave it out for the proxy's limit)"];
     backend_timeout_longer_than_request: with_rule("{ backend: blue, timeouts: { request: 1s, backend_request: 2s } }") =>
         ["routes[0].rules[0].timeouts.backend_request: 2s is longer than the request timeout 1s"];
     every_problem_is_reported: format!("{BACKENDS}routes:\n  - {{ name: r, rules: [{{ backend: gren }}, {{ split: {{ weights: {{ blu: 1 }} }} }}] }}\n  - {{ name: s, hostnames: [\"-x\"], rules: [{{ backend: blue }}] }}\n") => [
