@@ -268,7 +268,9 @@ async fn a_client_that_stops_reading_is_disconnected() {
             .get("/metrics", &[])
             .await
             .text();
-        metrics.contains("switchyard_downstream_connections_open{listener=\"proxy\"} 0")
+        metrics.contains(
+            "switchyard_downstream_connections_open{listener=\"proxy\",protocol=\"http1\"} 0",
+        )
     })
     .await;
     let mut received = 0usize;

@@ -386,22 +386,24 @@ async fn upstream_failures_retries_errors_and_connections_are_counted() {
         ),
         Some(0.0)
     );
-    assert_eq!(
-        value(
-            &samples,
-            "switchyard_downstream_connections_accepted_total",
-            &[("listener", "proxy")]
-        ),
-        Some(1.0)
-    );
-    assert_eq!(
-        value(
-            &samples,
-            "switchyard_downstream_connections_open",
-            &[("listener", "proxy")]
-        ),
-        Some(1.0)
-    );
+    for (protocol, accepted, open) in [("http1", 1.0, 1.0), ("http2", 0.0, 0.0), ("none", 0.0, 0.0)]
+    {
+        let labels = [("listener", "proxy"), ("protocol", protocol)];
+        assert_eq!(
+            value(
+                &samples,
+                "switchyard_downstream_connections_accepted_total",
+                &labels
+            ),
+            Some(accepted),
+            "{protocol}"
+        );
+        assert_eq!(
+            value(&samples, "switchyard_downstream_connections_open", &labels),
+            Some(open),
+            "{protocol}"
+        );
+    }
     proxy.shutdown().await;
 }
 

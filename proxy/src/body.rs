@@ -205,7 +205,7 @@ impl Timer {
 
 /// A request body on its way upstream: counts its bytes when the request
 /// is access-logged, and enforces the body size limit and the idle timeout
-/// (slow POST). Why it failed is left in [`BodyVerdict`] for the handler.
+/// (slow POST). Why it failed is left in a `BodyVerdict` for the handler.
 #[derive(Debug)]
 pub struct RequestBody {
     inner: Incoming,

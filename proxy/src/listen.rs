@@ -54,6 +54,7 @@ pub(crate) async fn serve<H, Fut>(
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
     let builder = connection_builder(&settings);
+    let metrics = Arc::new(metrics);
     let grace = settings.shutdown_grace;
     let live = Arc::new(LiveConnections::default());
     let local = listener.local_addr().ok();
@@ -70,7 +71,7 @@ pub(crate) async fn serve<H, Fut>(
                 continue;
             }
         };
-        if metrics.open.get() >= settings.max_connections as i64 {
+        if live.count() >= settings.max_connections {
             // Closing at once (rather than not accepting) keeps the backlog
             // moving and tells the client now instead of after a timeout.
             metrics.rejected.inc();
@@ -80,12 +81,12 @@ pub(crate) async fn serve<H, Fut>(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
-        let state = ConnectionState::new();
+        let state = ConnectionState::new(metrics.clone());
         let handler = handler.clone();
         let service_state = state.clone();
         let service = service_fn(move |request| {
             let handler = handler.clone();
-            let stream = service_state.stream_started();
+            let stream = service_state.stream_started(request.version());
             async move {
                 let response = handler(request, peer).await;
                 Ok::<_, Infallible>(response.map(|body| stream.answered(body)))
@@ -95,15 +96,12 @@ pub(crate) async fn serve<H, Fut>(
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
-        metrics.accepted.inc();
-        metrics.open.inc();
-        let open = metrics.open.clone();
         let live_guard = live.opened();
         let shutdown = shutdown.clone();
         let idle_timeout = settings.idle_timeout;
         tokio::spawn(async move {
             drive(connection, &state, shutdown, idle_timeout, peer).await;
-            open.dec();
+            state.closed();
             drop(live_guard);
         });
     }

@@ -74,6 +74,28 @@ struct ListenerLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectionLabels {
+    listener: &'static str,
+    /// `http1`, `http2`, or `none` before (or without) a first request.
+    protocol: &'static str,
+}
+
+/// Values of the `protocol` label of downstream connections, indexed by
+/// [`ConnectionProtocol`].
+const PROTOCOLS: [&str; 3] = ["none", "http1", "http2"];
+
+/// What a client connection turned out to speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionProtocol {
+    /// No request yet (or never).
+    None = 0,
+    /// HTTP/1.0 or HTTP/1.1.
+    Http1 = 1,
+    /// HTTP/2.
+    Http2 = 2,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: String,
 }
@@ -107,8 +129,8 @@ pub struct Metrics {
     upstream_retries: Family<BackendLabels, Counter>,
     upstream_connections: Family<BackendLabels, Gauge>,
     errors: Family<ErrorLabels, Counter>,
-    accepted: Family<ListenerLabels, Counter>,
-    open: Family<ListenerLabels, Gauge>,
+    accepted: Family<ConnectionLabels, Counter>,
+    open: Family<ConnectionLabels, Gauge>,
     rejected: Family<ListenerLabels, Counter>,
     /// Label sets of the current table, to remove those that leave it.
     current: Mutex<CurrentSeries>,
@@ -117,12 +139,34 @@ pub struct Metrics {
 /// Connection metrics of one listener.
 #[derive(Debug, Clone)]
 pub struct Downstream {
-    /// Connections accepted.
-    pub accepted: Counter,
-    /// Connections open now.
-    pub open: Gauge,
+    /// Connections accepted, by [`ConnectionProtocol`].
+    accepted: [Counter; 3],
+    /// Connections open now, by [`ConnectionProtocol`].
+    open: [Gauge; 3],
     /// Connections closed at once for `--max-connections`.
     pub rejected: Counter,
+}
+
+impl Downstream {
+    /// A connection was accepted: open, no protocol yet.
+    pub fn opened(&self) {
+        self.open[ConnectionProtocol::None as usize].inc();
+    }
+
+    /// Its first request showed its protocol.
+    pub fn identified(&self, protocol: ConnectionProtocol) {
+        self.open[ConnectionProtocol::None as usize].dec();
+        self.open[protocol as usize].inc();
+        self.accepted[protocol as usize].inc();
+    }
+
+    /// It closed, speaking `protocol` (`None`: it never sent a request).
+    pub fn closed(&self, protocol: ConnectionProtocol) {
+        self.open[protocol as usize].dec();
+        if protocol == ConnectionProtocol::None {
+            self.accepted[ConnectionProtocol::None as usize].inc();
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -242,13 +286,13 @@ impl Metrics {
         let accepted = Family::default();
         registry.register(
             "switchyard_downstream_connections_accepted",
-            "Client connections accepted, by listener",
+            "Client connections accepted, by listener and protocol (counted at the first request; `none` when a connection closed without one)",
             accepted.clone(),
         );
         let open = Family::default();
         registry.register(
             "switchyard_downstream_connections_open",
-            "Client connections open, by listener",
+            "Client connections open, by listener and protocol (`none` until the first request)",
             open.clone(),
         );
         let rejected = Family::default();
@@ -417,11 +461,13 @@ impl Metrics {
 
     /// The connection metrics of a listener.
     pub fn downstream(&self, listener: &'static str) -> Downstream {
-        let labels = ListenerLabels { listener };
+        let labels = |protocol| ConnectionLabels { listener, protocol };
         Downstream {
-            accepted: self.accepted.get_or_create_owned(&labels),
-            open: self.open.get_or_create_owned(&labels),
-            rejected: self.rejected.get_or_create_owned(&labels),
+            accepted: PROTOCOLS.map(|p| self.accepted.get_or_create_owned(&labels(p))),
+            open: PROTOCOLS.map(|p| self.open.get_or_create_owned(&labels(p))),
+            rejected: self
+                .rejected
+                .get_or_create_owned(&ListenerLabels { listener }),
         }
     }
 

@@ -6,7 +6,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 use crate::body::ProxyBody;
+use crate::metrics::{ConnectionProtocol, Downstream};
 
 /// Streams abandoned by the client before their response, past which a
 /// connection is closed when they are also half of its streams (Envoy's
@@ -27,6 +28,9 @@ const PREMATURE_RESET_LIMIT: u32 = 100;
 /// What one connection is doing.
 #[derive(Debug)]
 pub(crate) struct ConnectionState {
+    metrics: Arc<Downstream>,
+    /// A [`ConnectionProtocol`], set by the first request.
+    protocol: AtomicU8,
     born: Instant,
     started: AtomicU32,
     premature: AtomicU32,
@@ -38,8 +42,12 @@ pub(crate) struct ConnectionState {
 }
 
 impl ConnectionState {
-    pub(crate) fn new() -> Arc<Self> {
+    /// A connection just accepted (counted open, protocol unknown).
+    pub(crate) fn new(metrics: Arc<Downstream>) -> Arc<Self> {
+        metrics.opened();
         Arc::new(Self {
+            metrics,
+            protocol: AtomicU8::new(ConnectionProtocol::None as u8),
             born: Instant::now(),
             started: AtomicU32::new(0),
             premature: AtomicU32::new(0),
@@ -50,8 +58,16 @@ impl ConnectionState {
     }
 
     /// A stream starts; the guard ends it.
-    pub(crate) fn stream_started(self: &Arc<Self>) -> StreamGuard {
-        self.started.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn stream_started(self: &Arc<Self>, version: http::Version) -> StreamGuard {
+        if self.started.fetch_add(1, Ordering::Relaxed) == 0 {
+            let protocol = if version == http::Version::HTTP_2 {
+                ConnectionProtocol::Http2
+            } else {
+                ConnectionProtocol::Http1
+            };
+            self.protocol.store(protocol as u8, Ordering::Relaxed);
+            self.metrics.identified(protocol);
+        }
         self.active.fetch_add(1, Ordering::Relaxed);
         StreamGuard {
             connection: Some(self.clone()),
@@ -63,6 +79,16 @@ impl ConnectionState {
             let now = u64::try_from(self.born.elapsed().as_nanos()).unwrap_or(u64::MAX);
             self.idle_since.store(now, Ordering::Relaxed);
         }
+    }
+
+    /// The connection has closed: count it out.
+    pub(crate) fn closed(&self) {
+        let protocol = match self.protocol.load(Ordering::Relaxed) {
+            1 => ConnectionProtocol::Http1,
+            2 => ConnectionProtocol::Http2,
+            _ => ConnectionProtocol::None,
+        };
+        self.metrics.closed(protocol);
     }
 
     /// How long nothing has been in progress (zero while something is).
