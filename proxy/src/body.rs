@@ -51,6 +51,9 @@ pub(crate) struct Timer {
     pub(crate) log: Option<(Arc<AccessLog>, Box<Pending>)>,
     /// Counts the request against `--max-requests` until the body ends.
     pub(crate) _in_flight: Option<InFlight>,
+    /// The request's span, exported when the body ends.
+    #[cfg(feature = "otlp")]
+    pub(crate) span: Option<Box<crate::otlp::Span>>,
 }
 
 /// One request counted in flight; uncounted when dropped.
@@ -199,6 +202,10 @@ impl Timer {
         }
         if let Some((log, pending)) = self.log {
             log.finish(&pending, bytes_sent);
+        }
+        #[cfg(feature = "otlp")]
+        if let Some(span) = self.span {
+            span.end();
         }
     }
 }

@@ -172,6 +172,13 @@ pub(crate) struct RunArgs {
     /// like `60s` (`0s` disables).
     #[arg(long)]
     response_write_timeout: Option<String>,
+    /// Export a span per request to this OTLP/HTTP collector,
+    /// `http://host:4318` (needs a build with `--features otlp`).
+    #[arg(long)]
+    otlp_endpoint: Option<String>,
+    /// Share of new traces that get a span, 0 to 1 (default 1).
+    #[arg(long)]
+    otlp_sample_rate: Option<f64>,
 }
 
 /// A CIDR range, or a single address as a range of one.

@@ -22,6 +22,8 @@ mod guard;
 pub mod headers;
 pub mod listen;
 pub mod metrics;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod route;
 pub mod server;
 pub mod settings;

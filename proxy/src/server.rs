@@ -32,6 +32,8 @@ pub struct Proxy {
     access_log: Option<Arc<AccessLog>>,
     /// Requests in flight, for `--max-requests`.
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    #[cfg(feature = "otlp")]
+    tracer: Option<Arc<crate::otlp::Tracer>>,
 }
 
 /// What `forward` learnt about a request, for metrics and the access log.
@@ -101,11 +103,19 @@ impl Proxy {
         let access_log = settings
             .access_log_sample_rate
             .map(|rate| AccessLog::start(rate, state.metrics().access_log_dropped()));
+        #[cfg(feature = "otlp")]
+        let tracer = settings.otlp_endpoint.as_deref().and_then(|endpoint| {
+            crate::otlp::Tracer::start(endpoint, settings.otlp_sample_rate)
+                .inspect_err(|error| tracing::error!(%error, "OTLP export is off"))
+                .ok()
+        });
         Self {
             state,
             settings,
             access_log,
             in_flight: Arc::default(),
+            #[cfg(feature = "otlp")]
+            tracer,
         }
     }
 
@@ -133,6 +143,13 @@ impl Proxy {
             let error = ProxyError::NoTable;
             return self.answer_early(error, version, start, pending.as_deref_mut(), request_id);
         };
+        #[cfg(feature = "otlp")]
+        let mut span = self.tracer.as_ref().and_then(|tracer| {
+            let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+            tracer
+                .begin(request.headers_mut(), &method, &path)
+                .map(Box::new)
+        });
         let mut served = Served {
             received: pending.as_ref().map(|p| p.received.clone()),
             flags: "-",
@@ -171,6 +188,14 @@ impl Proxy {
             pending.table_version = Some(snapshot.table.version().to_string());
             pending.cohort = served.sticky;
         }
+        #[cfg(feature = "otlp")]
+        if let Some(span) = &mut span {
+            span.respond(
+                response.status().as_u16(),
+                route.map(|r| snapshot.table.routes()[r].name.as_str()),
+                backend.map(|b| snapshot.table.backends()[b].name.as_str()),
+            );
+        }
         let log = self.access_log.clone().zip(pending);
         response.body_mut().attach(Timer {
             observe: self.settings.request_metrics,
@@ -179,6 +204,8 @@ impl Proxy {
             start,
             log,
             _in_flight: Some(in_flight),
+            #[cfg(feature = "otlp")]
+            span,
         });
         response.headers_mut().insert(REQUEST_ID, request_id);
         response

@@ -103,6 +103,11 @@ pub struct Settings {
     /// A client that accepts no response bytes for this long is
     /// disconnected (slow read). Zero disables it.
     pub response_write_timeout: Duration,
+    /// OTLP/HTTP collector for request spans (cargo feature `otlp`).
+    pub otlp_endpoint: Option<String>,
+    /// Share of new traces (requests without a sampled `traceparent`) that
+    /// get a span, 0 to 1.
+    pub otlp_sample_rate: f64,
 }
 
 impl Default for Settings {
@@ -134,6 +139,8 @@ impl Default for Settings {
             trusted_forwarders: Vec::new(),
             idle_timeout: Duration::from_secs(300),
             response_write_timeout: Duration::from_secs(60),
+            otlp_endpoint: None,
+            otlp_sample_rate: 1.0,
         }
     }
 }

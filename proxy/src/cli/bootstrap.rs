@@ -59,6 +59,8 @@ struct Bootstrap {
     trust_forwarded_from: Vec<String>,
     idle_timeout: Option<GwDuration>,
     response_write_timeout: Option<GwDuration>,
+    otlp_endpoint: Option<String>,
+    otlp_sample_rate: Option<f64>,
 }
 
 /// Where tables come from.
@@ -234,7 +236,30 @@ pub(super) fn resolve(args: RunArgs) -> anyhow::Result<Resolved> {
             defaults.response_write_timeout,
             "response-write-timeout",
         )?,
+        otlp_endpoint: args.otlp_endpoint.clone().or(file.otlp_endpoint.clone()),
+        otlp_sample_rate: args
+            .otlp_sample_rate
+            .or(file.otlp_sample_rate)
+            .unwrap_or(defaults.otlp_sample_rate),
     };
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&settings.otlp_sample_rate),
+        "--otlp-sample-rate must be between 0 and 1"
+    );
+    if let Some(endpoint) = &settings.otlp_endpoint {
+        let uri: http::Uri = endpoint
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--otlp-endpoint {endpoint:?}: {e}"))?;
+        anyhow::ensure!(
+            uri.scheme_str() == Some("http") && uri.authority().is_some(),
+            "--otlp-endpoint {endpoint:?} must be http://host:port[/path]"
+        );
+    }
+    if settings.otlp_endpoint.is_some() && !cfg!(feature = "otlp") {
+        anyhow::bail!(
+            "--otlp-endpoint: this build has no OTLP export; build with `cargo build --release -p switchyard-proxy --features otlp`"
+        );
+    }
     anyhow::ensure!(
         settings.max_header_bytes >= 8192,
         "--max-header-bytes must be at least 8192"
