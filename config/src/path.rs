@@ -44,7 +44,7 @@ pub fn normalize(path: &str, slashes: EncodedSlashes) -> Result<Cow<'_, str>, Pa
     if !path.starts_with('/') || is_normal(path.as_bytes()) {
         return Ok(Cow::Borrowed(path));
     }
-    let decoded = decode_escapes(path.as_bytes(), slashes)?;
+    let decoded = decode_escapes(path, slashes)?;
     Ok(Cow::Owned(remove_dot_segments(&decoded)))
 }
 
@@ -64,45 +64,49 @@ fn is_normal(path: &[u8]) -> bool {
     true
 }
 
-fn decode_escapes(path: &[u8], slashes: EncodedSlashes) -> Result<String, PathError> {
-    let mut out = String::with_capacity(path.len());
+fn decode_escapes(path: &str, slashes: EncodedSlashes) -> Result<String, PathError> {
+    let bytes = path.as_bytes();
+    // Bytes, not chars: the path may hold UTF-8 beyond ASCII, copied as is.
+    let mut out: Vec<u8> = Vec::with_capacity(bytes.len());
     let mut i = 0;
-    while i < path.len() {
-        let byte = path[i];
+    while i < bytes.len() {
+        let byte = bytes[i];
         if byte != b'%' {
-            out.push(char::from(byte));
+            out.push(byte);
             i += 1;
             continue;
         }
         let (Some(high), Some(low)) = (
-            path.get(i + 1).and_then(|b| hex(*b)),
-            path.get(i + 2).and_then(|b| hex(*b)),
+            bytes.get(i + 1).and_then(|b| hex(*b)),
+            bytes.get(i + 2).and_then(|b| hex(*b)),
         ) else {
             return Err(PathError::BadEscape);
         };
         let value = high << 4 | low;
-        let decoded = char::from(value);
         match value {
             b'/' | b'\\' => match slashes {
                 EncodedSlashes::Reject => return Err(PathError::EncodedSlash),
-                EncodedSlashes::Decode => out.push(decoded),
+                EncodedSlashes::Decode => out.push(value),
                 EncodedSlashes::Keep => push_escape(&mut out, value),
             },
             _ if value.is_ascii_alphanumeric() || matches!(value, b'-' | b'.' | b'_' | b'~') => {
-                out.push(decoded);
+                out.push(value);
             }
             _ => push_escape(&mut out, value),
         }
         i += 3;
     }
-    Ok(out)
+    // Only ASCII was added or removed around whole UTF-8 sequences.
+    String::from_utf8(out).map_err(|_| PathError::BadEscape)
 }
 
-fn push_escape(out: &mut String, value: u8) {
+fn push_escape(out: &mut Vec<u8>, value: u8) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    out.push('%');
-    out.push(char::from(HEX[usize::from(value >> 4)]));
-    out.push(char::from(HEX[usize::from(value & 0xf)]));
+    out.extend_from_slice(&[
+        b'%',
+        HEX[usize::from(value >> 4)],
+        HEX[usize::from(value & 0xf)],
+    ]);
 }
 
 fn hex(byte: u8) -> Option<u8> {
@@ -220,7 +224,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn normalising_is_idempotent_and_keeps_the_leading_slash(
-            path in "/[a-zA-Z0-9./%~_-]{0,40}",
+            path in "/[a-zA-Z0-9./%~_é-]{0,40}",
             mode in 0..3u8,
         ) {
             let slashes = [EncodedSlashes::Reject, EncodedSlashes::Keep, EncodedSlashes::Decode][usize::from(mode)];
@@ -230,6 +234,15 @@ mod tests {
                 proptest::prop_assert_eq!(&*twice, &*once);
             }
         }
+    }
+
+    #[test]
+    fn utf8_beyond_ascii_is_copied_as_is() {
+        // Found by the `path` fuzz target: bytes were widened one by one.
+        let path = "//\u{1}/\u{1}\0\0\0/%cb/b\u{1}\u{4}\\//\u{344}";
+        let once = norm(path);
+        assert_eq!(once, "/\u{1}/\u{1}\0\0\0/%CB/b\u{1}\u{4}\\/\u{344}");
+        assert_eq!(norm(&once), once);
     }
 
     #[test]
