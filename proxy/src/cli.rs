@@ -179,6 +179,23 @@ pub(crate) struct RunArgs {
     /// Share of new traces that get a span, 0 to 1 (default 1).
     #[arg(long)]
     otlp_sample_rate: Option<f64>,
+    /// TLS listener address (HTTP/1.1 and HTTP/2 by ALPN); repeat for several.
+    #[arg(long)]
+    tls_listen: Vec<String>,
+    /// A certificate chain and key as `CERT.pem:KEY.pem`; repeat for several
+    /// (chosen by SNI; the first also serves clients without SNI).
+    #[arg(long)]
+    tls_cert: Vec<String>,
+    /// Refuse TLS clients that send no SNI.
+    #[arg(long)]
+    tls_require_sni: bool,
+    /// Longest TLS handshake, like `10s`.
+    #[arg(long)]
+    tls_handshake_timeout: Option<String>,
+    /// How often certificate files are checked for changes, like `2s`
+    /// (SIGHUP also reloads them).
+    #[arg(long)]
+    tls_reload_interval: Option<String>,
 }
 
 /// A CIDR range, or a single address as a range of one.

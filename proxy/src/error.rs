@@ -63,6 +63,10 @@ pub enum ProxyError {
     /// The client sent nothing of its body for `--request-body-idle-timeout`.
     #[error("the client stopped sending its request body")]
     BodyTimeout,
+    /// The request's Host is served by another certificate than the one
+    /// its TLS connection got (RFC 9110 section 15.5.20).
+    #[error("this connection's certificate does not serve the requested host")]
+    Misdirected,
     /// Too many requests in flight (`what` names the limit).
     #[error("overloaded: too many requests in flight ({0})")]
     Overloaded(&'static str),
@@ -86,6 +90,7 @@ impl ProxyError {
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Misdirected => StatusCode::MISDIRECTED_REQUEST,
         }
     }
 
@@ -107,6 +112,7 @@ impl ProxyError {
             Self::BodyTimeout => "body_timeout",
             Self::Overloaded("backend") => "overloaded_backend",
             Self::Overloaded(_) => "overloaded",
+            Self::Misdirected => "misdirected",
         }
     }
 
@@ -129,7 +135,9 @@ impl ProxyError {
             Self::Connect { .. } => "UF",
             Self::Upstream { .. } => "UC",
             Self::Timeout(_) => "UT",
-            Self::BadRequest(_) | Self::UriTooLong | Self::BodyTooLarge => "DPE",
+            Self::BadRequest(_) | Self::UriTooLong | Self::BodyTooLarge | Self::Misdirected => {
+                "DPE"
+            }
             Self::BodyTimeout => "DT",
             Self::Overloaded(_) => "UO",
         }

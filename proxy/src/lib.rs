@@ -29,10 +29,11 @@ pub mod server;
 pub mod settings;
 pub mod source;
 pub mod state;
+pub mod tls;
 pub mod upstream;
 
 mod run;
 
-pub use run::{Listeners, run};
+pub use run::{Listeners, TlsListeners, run};
 pub use settings::{LogLevel, Settings};
 pub use state::{Applier, State};

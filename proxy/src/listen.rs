@@ -15,12 +15,14 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::server::TlsStream;
 
 use crate::body::ProxyBody;
 use crate::metrics::Downstream;
 use crate::settings::Settings;
+use crate::tls::{CertStore, TlsConnection};
 use connection::{ConnectionState, LiveConnections, TimedIo};
 
 /// HTTP/2 streams a client may have open at once (nginx: 128).
@@ -49,11 +51,12 @@ pub(crate) async fn serve<H, Fut>(
     settings: Arc<Settings>,
     mut shutdown: watch::Receiver<bool>,
     metrics: Downstream,
+    tls: Option<Arc<TlsListener>>,
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
-    let builder = connection_builder(&settings);
+    let builder = Arc::new(connection_builder(&settings));
     let metrics = Arc::new(metrics);
     let grace = settings.shutdown_grace;
     let live = Arc::new(LiveConnections::default());
@@ -82,25 +85,26 @@ pub(crate) async fn serve<H, Fut>(
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
         let state = ConnectionState::new(metrics.clone());
-        let handler = handler.clone();
-        let service_state = state.clone();
-        let service = service_fn(move |request| {
-            let handler = handler.clone();
-            let stream = service_state.stream_started(request.version());
-            async move {
-                let response = handler(request, peer).await;
-                Ok::<_, Infallible>(response.map(|body| stream.answered(body)))
-            }
-        });
-        let io = TimedIo::new(stream, settings.response_write_timeout);
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service)
-            .into_owned();
         let live_guard = live.opened();
-        let shutdown = shutdown.clone();
-        let idle_timeout = settings.idle_timeout;
+        let connection = Connection {
+            builder: builder.clone(),
+            handler: handler.clone(),
+            state,
+            shutdown: shutdown.clone(),
+            settings: settings.clone(),
+            peer,
+        };
+        let tls = tls.clone();
         tokio::spawn(async move {
-            drive(connection, &state, shutdown, idle_timeout, peer).await;
+            let state = connection.state.clone();
+            match tls {
+                None => connection.serve(stream, None).await,
+                Some(tls) => {
+                    if let Some((stream, served)) = tls.handshake(stream, peer).await {
+                        connection.serve(stream, Some(served)).await;
+                    }
+                }
+            }
             state.closed();
             drop(live_guard);
         });
@@ -115,6 +119,104 @@ pub(crate) async fn serve<H, Fut>(
             listener = name,
             "connections still open after the grace period; closing"
         );
+    }
+}
+
+/// What a TLS listener needs per connection.
+pub(crate) struct TlsListener {
+    pub(crate) acceptor: tokio_rustls::TlsAcceptor,
+    pub(crate) store: Arc<CertStore>,
+    pub(crate) handshake_timeout: Duration,
+}
+
+impl std::fmt::Debug for TlsListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsListener")
+            .field("handshake_timeout", &self.handshake_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsListener {
+    /// The handshake, bounded in time; `None` when it failed (logged).
+    async fn handshake(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) -> Option<(TlsStream<TcpStream>, TlsConnection)> {
+        let accepted =
+            tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(stream)).await;
+        let stream = match accepted {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "TLS handshake failed");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return None;
+            }
+        };
+        // The same choice the resolver made: the SNI's certificate, else the default.
+        let certificate = stream
+            .get_ref()
+            .1
+            .server_name()
+            .and_then(|name| self.store.index_for(name))
+            .or(Some(0));
+        let served = TlsConnection {
+            certificate,
+            store: self.store.clone(),
+        };
+        Some((stream, served))
+    }
+}
+
+/// One accepted connection, before its protocol is known.
+struct Connection<H> {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    handler: H,
+    state: Arc<ConnectionState>,
+    shutdown: watch::Receiver<bool>,
+    settings: Arc<Settings>,
+    peer: SocketAddr,
+}
+
+impl<H, Fut> Connection<H>
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
+    /// Serves HTTP on `io`; requests carry `tls` when it is a TLS connection.
+    async fn serve<I>(self, io: I, tls: Option<TlsConnection>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Self {
+            builder,
+            handler,
+            state,
+            shutdown,
+            settings,
+            peer,
+        } = self;
+        let service_state = state.clone();
+        let service = service_fn(move |mut request: Request<Incoming>| {
+            let handler = handler.clone();
+            let stream = service_state.stream_started(request.version());
+            if let Some(tls) = &tls {
+                request.extensions_mut().insert(tls.clone());
+            }
+            async move {
+                let response = handler(request, peer).await;
+                Ok::<_, Infallible>(response.map(|body| stream.answered(body)))
+            }
+        });
+        let io = TimedIo::new(io, settings.response_write_timeout);
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        drive(connection, &state, shutdown, settings.idle_timeout, peer).await;
     }
 }
 

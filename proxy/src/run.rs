@@ -12,6 +12,7 @@ use crate::listen;
 use crate::server::Proxy;
 use crate::settings::Settings;
 use crate::state::Applier;
+use crate::tls::{CertStore, TlsSettings};
 
 /// How often shutdown checks whether tunnels are still open.
 const TUNNEL_POLL: std::time::Duration = std::time::Duration::from_millis(50);
@@ -23,6 +24,19 @@ pub struct Listeners {
     pub proxy: Vec<TcpListener>,
     /// The admin listener, if any.
     pub admin: Option<TcpListener>,
+    /// TLS listeners and what they serve.
+    pub tls: Option<TlsListeners>,
+}
+
+/// TLS listeners with their certificates.
+#[derive(Debug)]
+pub struct TlsListeners {
+    /// Listeners (HTTP/1.1 and HTTP/2 by ALPN on each).
+    pub listeners: Vec<TcpListener>,
+    /// Certificates, loaded (see [`CertStore::load`]).
+    pub store: Arc<CertStore>,
+    /// Handshake timeout and reload interval.
+    pub settings: TlsSettings,
 }
 
 /// Serves until `shutdown` completes; then, as Kubernetes expects: `/ready`
@@ -58,7 +72,41 @@ pub async fn run(
             settings.clone(),
             stop_rx.clone(),
             applier_state.metrics().downstream("proxy"),
+            None,
         ));
+    }
+    if let Some(tls) = listeners.tls {
+        match tls.store.server_config() {
+            Ok(config) => {
+                let listener_tls = Arc::new(listen::TlsListener {
+                    acceptor: tokio_rustls::TlsAcceptor::from(config),
+                    store: tls.store.clone(),
+                    handshake_timeout: tls.settings.handshake_timeout,
+                });
+                tokio::spawn(crate::tls::watch_certificates(
+                    tls.store.clone(),
+                    tls.settings.reload_interval,
+                    stop_rx.clone(),
+                ));
+                for listener in tls.listeners {
+                    let proxy = proxy.clone();
+                    let handler = move |request, peer| {
+                        let proxy = proxy.clone();
+                        async move { proxy.handle(request, peer).await }
+                    };
+                    tasks.spawn(listen::serve(
+                        "proxy-tls",
+                        listener,
+                        handler,
+                        settings.clone(),
+                        stop_rx.clone(),
+                        applier_state.metrics().downstream("proxy-tls"),
+                        Some(listener_tls.clone()),
+                    ));
+                }
+            }
+            Err(error) => tracing::error!(%error, "TLS listeners not started"),
+        }
     }
     if let Some(listener) = listeners.admin {
         let admin = Arc::new(Admin::new(
@@ -77,6 +125,7 @@ pub async fn run(
             settings.clone(),
             stop_rx.clone(),
             applier_state.metrics().downstream("admin"),
+            None,
         ));
     }
     shutdown.await;

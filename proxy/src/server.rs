@@ -22,6 +22,7 @@ use crate::headers::{self, BACKEND_HEADER, DECISION_HEADER, REQUEST_ID};
 use crate::route::{self, Routed};
 use crate::settings::Settings;
 use crate::state::{Snapshot, State};
+use crate::tls::TlsConnection;
 use crate::upstream::{Lease, SendError};
 
 /// The proxy's request handler, shared by every connection.
@@ -248,6 +249,19 @@ impl Proxy {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
         guard::check(&mut parts, &self.settings)?;
+        let tls = parts.extensions.get::<TlsConnection>();
+        if let Some(tls) = tls {
+            let host = parts.uri.authority().map(|a| a.as_str()).or_else(|| {
+                parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            });
+            if host.is_some_and(|host| tls.store.misdirected(tls.certificate, host)) {
+                return Err(ProxyError::Misdirected);
+            }
+        }
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let decision = match route::decide(snapshot, &parts, &self.settings)? {
             Routed::Respond(response) => return Ok(response),
             Routed::Forward(decision) => decision,
@@ -268,7 +282,7 @@ impl Proxy {
                 "protocol upgrades need an HTTP/1.1 backend",
             ));
         }
-        self.prepare_upstream(&mut parts, &backend, client, upgrade)?;
+        self.prepare_upstream(&mut parts, &backend, client, upgrade, scheme)?;
         let (body, verdict) = RequestBody::new(
             body,
             served.received.take(),
@@ -337,6 +351,7 @@ impl Proxy {
         backend: &Backend,
         client: SocketAddr,
         upgrade: bool,
+        scheme: &'static str,
     ) -> Result<(), ProxyError> {
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
         // Framing is rebuilt, never copied: the upstream client states the
@@ -350,7 +365,7 @@ impl Proxy {
         headers::add_forwarding(
             &mut parts.headers,
             client.ip(),
-            "http",
+            scheme,
             self.settings.forwarded_header,
             trusted,
         );

@@ -57,6 +57,7 @@ impl TestProxy {
         let listeners = Listeners {
             proxy: vec![proxy],
             admin: Some(admin),
+            tls: None,
         };
         let task = tokio::spawn(switchyard_proxy::run(
             listeners,

@@ -223,6 +223,7 @@ impl FollowingProxy {
             Listeners {
                 proxy: vec![listener],
                 admin: None,
+                tls: None,
             },
             applier.clone(),
             Settings {

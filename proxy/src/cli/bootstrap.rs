@@ -7,6 +7,7 @@ use serde::Deserialize;
 use switchyard_config::GwDuration;
 use switchyard_proxy::Settings;
 use switchyard_proxy::control_plane::ControlPlane;
+use switchyard_proxy::tls::{CertificateFiles, TlsSettings};
 
 use super::{EncodedSlashesArg, RunArgs};
 
@@ -61,6 +62,22 @@ struct Bootstrap {
     response_write_timeout: Option<GwDuration>,
     otlp_endpoint: Option<String>,
     otlp_sample_rate: Option<f64>,
+    #[serde(default)]
+    tls_listen: Vec<String>,
+    #[serde(default)]
+    tls_certificates: Vec<CertificateFilesFile>,
+    #[serde(default)]
+    tls_require_sni: bool,
+    tls_handshake_timeout: Option<GwDuration>,
+    tls_reload_interval: Option<GwDuration>,
+}
+
+/// `tls_certificates:` entries of the bootstrap file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertificateFilesFile {
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 /// Where tables come from.
@@ -77,6 +94,8 @@ pub(super) enum Source {
 pub(super) struct Resolved {
     pub(super) source: Source,
     pub(super) listen: Vec<String>,
+    pub(super) tls_listen: Vec<String>,
+    pub(super) tls: Option<TlsSettings>,
     pub(super) admin: String,
     pub(super) workers: Option<usize>,
     pub(super) reload_poll_interval: Duration,
@@ -281,17 +300,25 @@ pub(super) fn resolve(args: RunArgs) -> anyhow::Result<Resolved> {
         ),
     };
     let listen = if args.listen.is_empty() {
-        file.listen
+        file.listen.clone()
     } else {
-        args.listen
+        args.listen.clone()
+    };
+    let tls_listen = if args.tls_listen.is_empty() {
+        file.tls_listen.clone()
+    } else {
+        args.tls_listen.clone()
     };
     anyhow::ensure!(
-        !listen.is_empty(),
-        "no listener: pass --listen ADDR (or `listen:` in the bootstrap file)"
+        !listen.is_empty() || !tls_listen.is_empty(),
+        "no listener: pass --listen ADDR or --tls-listen ADDR (or `listen:` in the bootstrap file)"
     );
+    let tls = tls_settings(&args, &file, &tls_listen)?;
     Ok(Resolved {
         source,
         listen,
+        tls_listen,
+        tls,
         admin: args
             .admin
             .or(file.admin)
@@ -370,4 +397,70 @@ fn host_name() -> anyhow::Result<String> {
         .map(|name| name.trim().to_owned())
         .filter(|name| !name.is_empty())
         .ok_or_else(|| anyhow::anyhow!("cannot tell the host name: pass --node-id"))
+}
+
+fn tls_settings(
+    args: &RunArgs,
+    file: &Bootstrap,
+    tls_listen: &[String],
+) -> anyhow::Result<Option<TlsSettings>> {
+    let certificates: Vec<CertificateFiles> = if args.tls_cert.is_empty() {
+        file.tls_certificates
+            .iter()
+            .map(|c| CertificateFiles {
+                cert: c.cert.clone(),
+                key: c.key.clone(),
+            })
+            .collect()
+    } else {
+        args.tls_cert
+            .iter()
+            .map(|pair| {
+                let (cert, key) = pair.split_once(':').ok_or_else(|| {
+                    anyhow::anyhow!("--tls-cert {pair:?}: expected CERT.pem:KEY.pem")
+                })?;
+                Ok(CertificateFiles {
+                    cert: cert.into(),
+                    key: key.into(),
+                })
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    if tls_listen.is_empty() {
+        anyhow::ensure!(
+            certificates.is_empty(),
+            "--tls-cert without --tls-listen: no listener would serve it"
+        );
+        return Ok(None);
+    }
+    anyhow::ensure!(
+        !certificates.is_empty(),
+        "--tls-listen needs at least one --tls-cert CERT.pem:KEY.pem"
+    );
+    let duration = |flag: &Option<String>,
+                    from_file: Option<GwDuration>,
+                    default: Duration,
+                    name: &str| match flag {
+        Some(text) => text
+            .parse::<GwDuration>()
+            .map(GwDuration::get)
+            .map_err(|e| anyhow::anyhow!("--{name}: {e}")),
+        None => Ok(from_file.map_or(default, GwDuration::get)),
+    };
+    Ok(Some(TlsSettings {
+        certificates,
+        require_sni: args.tls_require_sni || file.tls_require_sni,
+        handshake_timeout: duration(
+            &args.tls_handshake_timeout,
+            file.tls_handshake_timeout,
+            Duration::from_secs(10),
+            "tls-handshake-timeout",
+        )?,
+        reload_interval: duration(
+            &args.tls_reload_interval,
+            file.tls_reload_interval,
+            Duration::from_secs(2),
+            "tls-reload-interval",
+        )?,
+    }))
 }

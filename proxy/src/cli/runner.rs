@@ -3,8 +3,9 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use switchyard_proxy::tls::{CertStore, TlsSettings};
 use switchyard_proxy::{
-    Applier, Listeners, LogLevel, Settings, State, control_plane, demo, source,
+    Applier, Listeners, LogLevel, Settings, State, TlsListeners, control_plane, demo, source,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -46,6 +47,13 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
             }
         };
         let listeners = match bind(&resolved.listen, &resolved.admin).await {
+            Ok(listeners) => listeners,
+            Err(error) => {
+                follow_source.abort();
+                return usage_error(&error);
+            }
+        };
+        let listeners = match bind_tls(listeners, &resolved.tls_listen, resolved.tls).await {
             Ok(listeners) => listeners,
             Err(error) => {
                 follow_source.abort();
@@ -134,7 +142,31 @@ async fn bind(listen: &[String], admin: &str) -> anyhow::Result<Listeners> {
     Ok(Listeners {
         proxy,
         admin: Some(bind_one(admin).await?),
+        tls: None,
     })
+}
+
+/// Loads the certificates (a bad one is a usage error, exit 64) and binds
+/// the TLS listeners.
+async fn bind_tls(
+    mut listeners: Listeners,
+    addresses: &[String],
+    settings: Option<TlsSettings>,
+) -> anyhow::Result<Listeners> {
+    let Some(settings) = settings else {
+        return Ok(listeners);
+    };
+    let store = CertStore::load(&settings)?;
+    let mut bound = Vec::with_capacity(addresses.len());
+    for address in addresses {
+        bound.push(bind_one(address).await?);
+    }
+    listeners.tls = Some(TlsListeners {
+        listeners: bound,
+        store,
+        settings,
+    });
+    Ok(listeners)
 }
 
 async fn bind_one(address: &str) -> anyhow::Result<TcpListener> {
