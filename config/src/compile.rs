@@ -48,6 +48,8 @@ pub struct CompiledBackend {
     pub protocol: Protocol,
     /// Drain instruction, if the backend is being drained.
     pub drain: Option<DrainSpec>,
+    /// TLS towards the endpoints, if any.
+    pub tls: Option<crate::spec::BackendTlsSpec>,
 }
 
 /// A route (for names in metrics and logs).
@@ -288,6 +290,7 @@ fn compile_backend(name: &str, spec: &BackendSpec) -> CompiledBackend {
         endpoints: spec.endpoints.clone(),
         protocol: spec.protocol,
         drain: spec.drain.clone(),
+        tls: spec.tls.clone(),
     }
 }
 

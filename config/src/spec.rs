@@ -36,6 +36,29 @@ pub struct BackendSpec {
     /// When present, the backend is being drained and gets no new requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<DrainSpec>,
+    /// When present, the proxy speaks TLS to the endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<BackendTlsSpec>,
+}
+
+/// TLS towards a backend's endpoints. The files are read by each proxy
+/// when it applies the table (a proxy that cannot read them refuses it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendTlsSpec {
+    /// PEM bundle of the CAs to trust; absent: the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Name sent as SNI and verified in the certificate; absent: the
+    /// endpoint's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// Client certificate chain (PEM) for mutual TLS; needs `client_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<String>,
+    /// Client private key (PEM) for mutual TLS; needs `client_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<String>,
 }
 
 /// Upstream protocol of a backend.

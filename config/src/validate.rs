@@ -140,9 +140,38 @@ impl Validator {
                     );
                 }
             }
+            if let Some(tls) = &backend.tls {
+                self.backend_tls(&join(&path, "tls"), tls);
+            }
             out.insert(name, backend);
         }
         out
+    }
+
+    fn backend_tls(&mut self, path: &str, tls: &crate::spec::BackendTlsSpec) {
+        if tls.client_cert.is_some() != tls.client_key.is_some() {
+            self.error(
+                path,
+                "client_cert and client_key go together (mutual TLS needs both)",
+            );
+        }
+        if let Some(name) = &tls.server_name
+            && let Err(reason) = check_hostname(&name.to_ascii_lowercase())
+        {
+            self.error(
+                join(path, "server_name"),
+                format!("invalid server name {name:?}: {reason}"),
+            );
+        }
+        for (field, value) in [
+            ("ca_file", &tls.ca_file),
+            ("client_cert", &tls.client_cert),
+            ("client_key", &tls.client_key),
+        ] {
+            if value.as_deref() == Some("") {
+                self.error(join(path, field), "must not be empty");
+            }
+        }
     }
 
     fn routes(

@@ -10,10 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use switchyard_config::CompiledTable;
-use switchyard_config::spec::Protocol;
+use switchyard_config::spec::{BackendTlsSpec, Protocol};
+use switchyard_config::{CompiledTable, InvalidTable, Problem};
 
 use crate::upstream::Endpoint;
+use crate::upstream_tls::UpstreamTls;
 
 mod drain;
 
@@ -25,6 +26,7 @@ pub use drain::DrainStatus;
 pub struct Backend {
     name: String,
     protocol: Protocol,
+    tls: Option<Arc<UpstreamTls>>,
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
     /// Requests and tunnels running on the backend.
     in_flight: AtomicI64,
@@ -34,12 +36,17 @@ pub struct Backend {
 /// Backends by identity (name and protocol).
 #[derive(Debug, Default)]
 pub struct Registry {
-    backends: Mutex<HashMap<(String, Protocol), Arc<Backend>>>,
+    backends: Mutex<HashMap<BackendKey, Arc<Backend>>>,
     /// Each backend's share in the table before the last swap.
     shares: Mutex<HashMap<(String, Protocol), f64>>,
     /// Window over which tunnels beyond a lowered share are closed.
     rebalance_window_ms: AtomicU64,
 }
+
+/// What makes a backend the same across tables: a changed protocol or TLS
+/// setting makes a new one (new connections), anything else is updated in
+/// place.
+type BackendKey = (String, Protocol, Option<BackendTlsSpec>);
 
 /// Default window for closing tunnels after a backend's share falls.
 pub const DEFAULT_REBALANCE_WINDOW: Duration = Duration::from_secs(30);
@@ -47,10 +54,11 @@ pub const DEFAULT_REBALANCE_WINDOW: Duration = Duration::from_secs(30);
 // === impl Backend ===
 
 impl Backend {
-    fn new(name: String, protocol: Protocol) -> Self {
+    fn new(name: String, protocol: Protocol, tls: Option<Arc<UpstreamTls>>) -> Self {
         Self {
             name,
             protocol,
+            tls,
             endpoints: ArcSwap::from_pointee(Vec::new()),
             in_flight: AtomicI64::new(0),
             drain: Drain::default(),
@@ -120,7 +128,7 @@ impl Backend {
             let existing = current.iter().find(|e| e.addr() == addr);
             next.push(match existing {
                 Some(endpoint) => endpoint.clone(),
-                None => Arc::new(Endpoint::new(addr.clone(), self.protocol)),
+                None => Arc::new(Endpoint::new(addr.clone(), self.protocol, self.tls.clone())),
             });
         }
         for old in current.iter() {
@@ -211,17 +219,53 @@ impl Registry {
 
     /// Makes the registry match `table` and returns its backends indexed
     /// like [`CompiledTable::backends`].
-    pub fn sync(&self, table: &CompiledTable) -> Box<[Arc<Backend>]> {
+    /// A backend whose TLS files cannot be used fails the whole table, with
+    /// the field's path, and nothing changes.
+    pub fn sync(&self, table: &CompiledTable) -> Result<Box<[Arc<Backend>]>, InvalidTable> {
         let mut backends = match self.backends.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
+        // TLS clients of new backends first: reading their files can fail.
+        let mut clients = HashMap::new();
+        let mut problems = Vec::new();
+        for compiled in table.backends() {
+            let key = (
+                compiled.name.clone(),
+                compiled.protocol,
+                compiled.tls.clone(),
+            );
+            if let Some(spec) = &compiled.tls
+                && !backends.contains_key(&key)
+            {
+                match UpstreamTls::load(spec, compiled.protocol) {
+                    Ok(client) => {
+                        clients.insert(compiled.name.clone(), Arc::new(client));
+                    }
+                    Err((field, reason)) => problems.push(Problem::new(
+                        format!("backends.{}.tls.{field}", compiled.name),
+                        reason,
+                    )),
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(InvalidTable { problems });
+        }
         let mut next = HashMap::with_capacity(table.backends().len());
         let mut indexed = Vec::with_capacity(table.backends().len());
         for compiled in table.backends() {
-            let key = (compiled.name.clone(), compiled.protocol);
+            let key = (
+                compiled.name.clone(),
+                compiled.protocol,
+                compiled.tls.clone(),
+            );
             let backend = backends.remove(&key).unwrap_or_else(|| {
-                Arc::new(Backend::new(compiled.name.clone(), compiled.protocol))
+                Arc::new(Backend::new(
+                    compiled.name.clone(),
+                    compiled.protocol,
+                    clients.remove(&compiled.name),
+                ))
             });
             backend.set_endpoints(&compiled.endpoints);
             backend.set_drain(compiled.drain.as_ref());
@@ -234,6 +278,6 @@ impl Registry {
         *backends = next;
         drop(backends);
         self.rebalance_tunnels(table, &indexed);
-        indexed.into_boxed_slice()
+        Ok(indexed.into_boxed_slice())
     }
 }

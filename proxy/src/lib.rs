@@ -31,6 +31,7 @@ pub mod source;
 pub mod state;
 pub mod tls;
 pub mod upstream;
+mod upstream_tls;
 
 mod run;
 

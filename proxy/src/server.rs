@@ -314,6 +314,14 @@ impl Proxy {
             ));
         }
         headers::strip_hop_by_hop(response.headers_mut(), switching);
+        if client_upgrade.is_some() && !switching {
+            // The backend refused the upgrade: close after this answer, so
+            // bytes the client sent after its upgrade request are dropped,
+            // never read as requests nor tunnelled.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if self.settings.expose_backend
             && let Ok(name) = HeaderValue::from_str(backend.name())
         {

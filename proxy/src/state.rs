@@ -163,7 +163,7 @@ impl Applier {
             });
         }
         let compiled = CompiledTable::compile(table)?;
-        let backends = self.state.registry.sync(&compiled);
+        let backends = self.state.registry.sync(&compiled)?;
         let metrics = self.state.metrics.for_table(&compiled);
         self.state.current.store(Some(Arc::new(Snapshot {
             table: compiled,

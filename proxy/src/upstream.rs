@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use crate::backend::Backend;
 use crate::body::RequestBody;
+use crate::upstream_tls::{UpstreamIo, UpstreamTls};
 
 /// Most idle HTTP/1.1 connections kept per endpoint.
 const MAX_IDLE_PER_ENDPOINT: usize = 512;
@@ -35,6 +36,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Endpoint {
     addr: String,
     protocol: Protocol,
+    /// The backend's TLS client, when it speaks TLS.
+    tls: Option<Arc<UpstreamTls>>,
     /// Idle connections, most recently used last, with when they went idle.
     idle: Mutex<Vec<(http1::SendRequest<RequestBody>, Instant)>>,
     shared_h2: tokio::sync::Mutex<Option<http2::SendRequest<RequestBody>>>,
@@ -71,10 +74,11 @@ pub(crate) enum SendError {
 // === impl Endpoint ===
 
 impl Endpoint {
-    pub(crate) fn new(addr: String, protocol: Protocol) -> Self {
+    pub(crate) fn new(addr: String, protocol: Protocol, tls: Option<Arc<UpstreamTls>>) -> Self {
         Self {
             addr,
             protocol,
+            tls,
             idle: Mutex::new(Vec::new()),
             shared_h2: tokio::sync::Mutex::new(None),
             in_flight: AtomicUsize::new(0),
@@ -221,15 +225,26 @@ impl Endpoint {
         }
     }
 
-    async fn connect(&self, timeout: Duration) -> Result<TokioIo<TcpStream>, String> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(&self.addr)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err(format!("connect timed out after {timeout:?}")),
+    async fn connect(&self, timeout: Duration) -> Result<TokioIo<UpstreamIo>, String> {
+        let connecting = async {
+            let stream = TcpStream::connect(&self.addr)
+                .await
+                .map_err(|e| e.to_string())?;
+            // Small requests and responses: do not wait to coalesce segments.
+            stream.set_nodelay(true).map_err(|e| e.to_string())?;
+            match &self.tls {
+                None => Ok(UpstreamIo::Plain(stream)),
+                Some(tls) => Ok(UpstreamIo::Tls(Box::new(
+                    tls.connect(&self.addr, stream).await?,
+                ))),
+            }
         };
-        // Small requests and responses: do not wait to coalesce segments.
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
-        Ok(TokioIo::new(stream))
+        // The connect timeout covers the TLS handshake too.
+        match tokio::time::timeout(timeout, connecting).await {
+            Ok(Ok(io)) => Ok(TokioIo::new(io)),
+            Ok(Err(reason)) => Err(reason),
+            Err(_) => Err(format!("connect timed out after {timeout:?}")),
+        }
     }
 
     async fn connect_http1(
