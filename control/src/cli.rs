@@ -138,6 +138,15 @@ pub(crate) struct ServeArgs {
     /// Operational log format on stderr.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (mutual TLS, on top of tokens).
+    #[arg(long, requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
 }
 
 /// Flags every client command takes.
@@ -159,6 +168,15 @@ pub(crate) struct Common {
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value = "table")]
     output: Output,
+    /// CA bundle to verify an `https://` server (default: the system's roots).
+    #[arg(long, env = "SWITCHYARD_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// Client certificate for a server that requires one; needs --client-key.
+    #[arg(long, env = "SWITCHYARD_CLIENT_CERT", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// The private key of --client-cert.
+    #[arg(long, env = "SWITCHYARD_CLIENT_KEY", requires = "client_cert")]
+    client_key: Option<PathBuf>,
 }
 
 /// Output formats.

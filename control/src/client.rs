@@ -1,5 +1,6 @@
 //! A small HTTP/1.1 client for the CLI: one connection per call.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,6 +14,8 @@ use tokio::net::TcpStream;
 pub struct Client {
     authority: String,
     token: Option<String>,
+    /// TLS for an `https://` server.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// An answer: status and body.
@@ -29,18 +32,36 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 impl Client {
     /// A client of `server` (`http://host:port`) presenting `token`.
     pub fn new(server: &str, token: Option<String>) -> anyhow::Result<Self> {
+        Self::with_tls(server, token, None)
+    }
+
+    /// A client of `server` (`http://` or `https://`); `tls` is used for
+    /// `https://` (the system's roots when `None`).
+    pub fn with_tls(
+        server: &str,
+        token: Option<String>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> anyhow::Result<Self> {
         let uri: Uri = server
             .parse()
             .map_err(|e| anyhow::anyhow!("--server {server:?} is not a URL: {e}"))?;
-        anyhow::ensure!(
-            uri.scheme_str() == Some("http"),
-            "--server {server:?} must start with http:// (TLS for the control channel is not built yet)"
-        );
+        let tls = match uri.scheme_str() {
+            Some("http") => None,
+            Some("https") => Some(match tls {
+                Some(tls) => tls,
+                None => crate::tls::client_config(None, None)?,
+            }),
+            _ => anyhow::bail!("--server {server:?} must start with http:// or https://"),
+        };
         let authority = uri
             .authority()
             .ok_or_else(|| anyhow::anyhow!("--server {server:?} has no host"))?
             .to_string();
-        Ok(Self { authority, token })
+        Ok(Self {
+            authority,
+            token,
+            tls,
+        })
     }
 
     /// `GET path`.
@@ -79,9 +100,32 @@ impl Client {
                 self.authority
             )
         })?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(connection);
+        let request = self.request(method, path, body)?;
+        match &self.tls {
+            None => exchange(stream, request).await,
+            Some(tls) => {
+                let host = self
+                    .authority
+                    .rsplit_once(':')
+                    .map_or(self.authority.as_str(), |(host, _)| host)
+                    .trim_start_matches('[')
+                    .trim_end_matches(']');
+                let name = rustls::pki_types::ServerName::try_from(host.to_owned())?;
+                let stream = tokio_rustls::TlsConnector::from(tls.clone())
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("TLS with {}: {e}", self.authority))?;
+                exchange(stream, request).await
+            }
+        }
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<Request<Full<Bytes>>> {
         let mut request = Request::builder()
             .method(method)
             .uri(path)
@@ -92,11 +136,7 @@ impl Client {
         if body.is_some() {
             request = request.header(header::CONTENT_TYPE, "application/json");
         }
-        let request = request.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
-        let response = sender.send_request(request).await?;
-        let status = response.status();
-        let body = response.into_body().collect().await?.to_bytes();
-        Ok(Answer { status, body })
+        Ok(request.body(Full::new(Bytes::from(body.unwrap_or_default())))?)
     }
 }
 
@@ -133,4 +173,17 @@ impl Answer {
         }
         text
     }
+}
+
+/// One request and its answer over a fresh HTTP/1.1 connection on `io`.
+async fn exchange<I>(io: I, request: Request<Full<Bytes>>) -> anyhow::Result<Answer>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(connection);
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(Answer { status, body })
 }

@@ -16,6 +16,8 @@ use crate::daemon::Control;
 /// A silent proxy connection is found dead within interval + timeout.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves the API on `listener` until `shutdown` completes.
 ///
@@ -25,7 +27,9 @@ pub async fn serve(
     listener: TcpListener,
     control: Arc<Control>,
     shutdown: impl Future<Output = ()>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new());
     builder
@@ -53,15 +57,34 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let control = control.clone();
         let builder = builder.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let control = control.clone();
                 async move { Ok::<_, std::convert::Infallible>(api::handle(control, request).await) }
             });
-            if let Err(failure) = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+            let served = match acceptor {
+                None => {
+                    builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await
+                        }
+                        Ok(Err(failure)) => {
+                            tracing::debug!(error = %failure, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                }
+            };
+            if let Err(failure) = served {
                 tracing::debug!(error = %failure, "connection ended with an error");
             }
         });

@@ -133,6 +133,15 @@ pub(crate) struct RunArgs {
     /// Refuse (NACK) pushed tables larger than this many bytes.
     #[arg(long)]
     max_table_bytes: Option<usize>,
+    /// CA bundle to verify an `https://` control plane (default: system roots).
+    #[arg(long)]
+    control_plane_ca: Option<PathBuf>,
+    /// Client certificate for a control plane that requires one (mutual TLS).
+    #[arg(long, requires = "control_plane_key")]
+    control_plane_cert: Option<PathBuf>,
+    /// The private key of --control-plane-cert.
+    #[arg(long, requires = "control_plane_cert")]
+    control_plane_key: Option<PathBuf>,
     /// Longest request target accepted, in bytes (414 above; default 8192).
     #[arg(long)]
     max_uri_bytes: Option<usize>,

@@ -23,7 +23,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::state::Applier;
+use crate::upstream_tls::{UpstreamIo, UpstreamTls};
 use report::Reporter;
+use switchyard_config::spec::{BackendTlsSpec, Protocol};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
@@ -48,6 +50,19 @@ pub struct ControlPlane {
     pub report_interval: Duration,
     /// Pushed tables above this size are refused (NACK).
     pub max_table_bytes: usize,
+    /// For an `https://` control plane: whom to trust and who we are.
+    pub tls: ControlPlaneTls,
+}
+
+/// TLS towards the control plane (used when its URL is `https://`).
+#[derive(Debug, Clone, Default)]
+pub struct ControlPlaneTls {
+    /// CA bundle to verify the control plane (default: the system's roots).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate for a control plane that requires one.
+    pub client_cert: Option<PathBuf>,
+    /// Its private key.
+    pub client_key: Option<PathBuf>,
 }
 
 type Body = Full<Bytes>;
@@ -61,8 +76,8 @@ impl ControlPlane {
 
     fn authority(&self) -> anyhow::Result<String> {
         anyhow::ensure!(
-            self.url.scheme_str() == Some("http"),
-            "--control-plane {} must start with http:// (TLS for the control channel is not built yet)",
+            matches!(self.url.scheme_str(), Some("http" | "https")),
+            "--control-plane {} must start with http:// or https://",
             self.url
         );
         self.url
@@ -71,9 +86,27 @@ impl ControlPlane {
             .ok_or_else(|| anyhow::anyhow!("--control-plane {} has no host", self.url))
     }
 
-    /// Checks the settings before anything starts.
+    /// Checks the settings before anything starts (URL, TLS files).
     pub fn check(&self) -> anyhow::Result<()> {
-        self.authority().map(drop)
+        self.authority()?;
+        self.tls_client().map(drop)
+    }
+
+    /// The TLS client for an `https://` control plane, `None` for `http://`.
+    fn tls_client(&self) -> anyhow::Result<Option<UpstreamTls>> {
+        if self.url.scheme_str() != Some("https") {
+            return Ok(None);
+        }
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        let spec = BackendTlsSpec {
+            ca_file: path(&self.tls.ca_file),
+            server_name: None,
+            client_cert: path(&self.tls.client_cert),
+            client_key: path(&self.tls.client_key),
+        };
+        UpstreamTls::load(&spec, Protocol::Http2)
+            .map(Some)
+            .map_err(|(field, reason)| anyhow::anyhow!("control-plane TLS ({field}): {reason}"))
     }
 }
 
@@ -97,12 +130,19 @@ pub fn load_cache(plane: &ControlPlane, applier: &Applier) {
 
 /// Follows the control plane until `shutdown`.
 pub async fn follow(plane: ControlPlane, applier: Applier, mut shutdown: watch::Receiver<bool>) {
+    let tls = match plane.tls_client() {
+        Ok(tls) => tls,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "cannot follow the control plane");
+            return;
+        }
+    };
     let mut reporter = Reporter::new(&plane);
     let mut backoff = BACKOFF_FIRST;
     loop {
         let outcome = tokio::select! {
             _ = crate::state::stopped(&mut shutdown) => return,
-            outcome = session(&plane, &applier, &mut reporter) => outcome,
+            outcome = session(&plane, tls.as_ref(), &applier, &mut reporter) => outcome,
         };
         match outcome {
             Ok(()) => {
@@ -128,6 +168,7 @@ pub async fn follow(plane: ControlPlane, applier: Applier, mut shutdown: watch::
 /// stream ends; errors say why it could not go on.
 async fn session(
     plane: &ControlPlane,
+    tls: Option<&UpstreamTls>,
     applier: &Applier,
     reporter: &mut Reporter,
 ) -> anyhow::Result<()> {
@@ -136,6 +177,15 @@ async fn session(
         .await
         .map_err(|_| anyhow::anyhow!("connect timed out"))??;
     let _ = stream.set_nodelay(true);
+    let stream = match tls {
+        None => UpstreamIo::Plain(stream),
+        Some(tls) => UpstreamIo::Tls(Box::new(
+            tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(&authority, stream))
+                .await
+                .map_err(|_| anyhow::anyhow!("TLS handshake timed out"))?
+                .map_err(|reason| anyhow::anyhow!("{reason}"))?,
+        )),
+    };
     let (mut sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(10))
@@ -271,7 +321,7 @@ fn request(
     body: Bytes,
 ) -> anyhow::Result<Request<Body>> {
     let uri = Uri::builder()
-        .scheme("http")
+        .scheme(plane.url.scheme_str().unwrap_or("http"))
         .authority(authority)
         .path_and_query(path)
         .build()?;

@@ -301,8 +301,8 @@ fn control_plane_flags_are_checked_and_a_cached_table_serves_while_it_is_down() 
         ),
         (&["--control-plane", "http://127.0.0.1:1"], "--group"),
         (
-            &["--control-plane", "https://127.0.0.1:1", "--group", "g"],
-            "must start with http://",
+            &["--control-plane", "ftp://127.0.0.1:1", "--group", "g"],
+            "must start with http:// or https://",
         ),
     ];
     for (flags, expected) in cases {

@@ -95,7 +95,19 @@ fn client(common: &Common) -> Result<Client, Failure> {
         }
         None => None,
     };
-    Client::new(&common.server, token).map_err(|e| Failure::Usage(format!("{e:#}")))
+    let identity = common
+        .client_cert
+        .as_deref()
+        .zip(common.client_key.as_deref());
+    let tls = if common.ca_file.is_some() || identity.is_some() {
+        Some(
+            switchyard_control::tls::client_config(common.ca_file.as_deref(), identity)
+                .map_err(|e| Failure::Usage(format!("{e:#}")))?,
+        )
+    } else {
+        None
+    };
+    Client::with_tls(&common.server, token, tls).map_err(|e| Failure::Usage(format!("{e:#}")))
 }
 
 fn group_path(common: &Common, action: &str) -> String {

@@ -37,17 +37,26 @@ async fn serve(args: ServeArgs) -> ExitCode {
             .listen
             .parse()
             .map_err(|e| anyhow::anyhow!("--listen {:?}: {e}", args.listen))?;
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(switchyard_control::tls::server_config(
+                cert,
+                key,
+                args.client_ca.as_deref(),
+            )?),
+            _ => None,
+        };
         let listener = TcpListener::bind(address)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?;
-        anyhow::Ok((control, listener, watch_interval))
+        anyhow::Ok((control, listener, watch_interval, tls))
     };
-    let (control, listener, watch_interval) = match setup.await {
+    let (control, listener, watch_interval, tls) = match setup.await {
         Ok(ready) => ready,
         Err(failure) => return fail(&failure),
     };
     if let Ok(address) = listener.local_addr() {
-        tracing::info!(%address, data = %args.data.display(), "control plane listening");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(%address, scheme, data = %args.data.display(), "control plane listening");
     }
     if let Some(directory) = args.watch {
         tokio::spawn(switchyard_control::gitops::watch(
@@ -56,7 +65,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
             watch_interval,
         ));
     }
-    switchyard_control::server::serve(listener, control, shutdown_signal()).await;
+    switchyard_control::server::serve(listener, control, shutdown_signal(), tls).await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

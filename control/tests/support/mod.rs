@@ -15,7 +15,7 @@ use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
 use switchyard_control::client::Client;
-use switchyard_proxy::control_plane::{self, ControlPlane};
+use switchyard_proxy::control_plane::{self, ControlPlane, ControlPlaneTls};
 use switchyard_proxy::{Applier, Listeners, Settings, State};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
@@ -62,12 +62,24 @@ impl Workspace {
 pub struct Daemon {
     pub child: Child,
     pub addr: SocketAddr,
+    /// Client TLS when the daemon serves `https://`.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Daemon {
     /// Starts `switchyard-control serve` on `listen` (`127.0.0.1:0` for any
     /// port) and waits until it answers.
     pub async fn start(work: &Workspace, listen: &str, extra: &[&str]) -> Self {
+        Self::start_tls(work, listen, extra, None).await
+    }
+
+    /// Like `start`, for a daemon serving TLS that `tls` can talk to.
+    pub async fn start_tls(
+        work: &Workspace,
+        listen: &str,
+        extra: &[&str],
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard-control"))
             .args(["serve", "--listen", listen, "--data"])
             .arg(work.path("data"))
@@ -101,7 +113,7 @@ impl Daemon {
             .expect("the daemon logged its address in time")
             .expect("the daemon started");
         let addr: SocketAddr = address.parse().unwrap();
-        let daemon = Self { child, addr };
+        let daemon = Self { child, addr, tls };
         eventually("the daemon answers /ready", || async {
             daemon
                 .client(None)
@@ -114,11 +126,12 @@ impl Daemon {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn client(&self, secret: Option<&str>) -> Client {
-        Client::new(&self.url(), secret.map(ToOwned::to_owned)).unwrap()
+        Client::with_tls(&self.url(), secret.map(ToOwned::to_owned), self.tls.clone()).unwrap()
     }
 
     /// `kill -9`.
@@ -211,6 +224,7 @@ impl FollowingProxy {
             cache: None,
             report_interval: Duration::from_millis(200),
             max_table_bytes: switchyard_config::load::MAX_TABLE_BYTES,
+            tls: ControlPlaneTls::default(),
         };
         adjust(&mut plane);
         control_plane::load_cache(&plane, &applier);

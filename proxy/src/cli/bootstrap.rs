@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use switchyard_config::GwDuration;
 use switchyard_proxy::Settings;
-use switchyard_proxy::control_plane::ControlPlane;
+use switchyard_proxy::control_plane::{ControlPlane, ControlPlaneTls};
 use switchyard_proxy::tls::{CertificateFiles, TlsSettings};
 
 use super::{EncodedSlashesArg, RunArgs};
@@ -47,6 +47,9 @@ struct Bootstrap {
     table_cache: Option<PathBuf>,
     report_interval: Option<GwDuration>,
     max_table_bytes: Option<usize>,
+    control_plane_ca: Option<PathBuf>,
+    control_plane_cert: Option<PathBuf>,
+    control_plane_key: Option<PathBuf>,
     max_uri_bytes: Option<usize>,
     max_headers: Option<usize>,
     max_header_bytes: Option<usize>,
@@ -86,7 +89,7 @@ pub(super) enum Source {
     /// A file, watched.
     File(PathBuf),
     /// A control plane.
-    ControlPlane(ControlPlane),
+    ControlPlane(Box<ControlPlane>),
 }
 
 /// Everything `run` needs, resolved.
@@ -294,7 +297,9 @@ pub(super) fn resolve(args: RunArgs) -> anyhow::Result<Resolved> {
             "pass either --table or --control-plane, not both: a proxy has one source of tables"
         ),
         (Some(table), None) => Source::File(table),
-        (None, Some(url)) => Source::ControlPlane(control_plane_settings(&args, &file, &url)?),
+        (None, Some(url)) => {
+            Source::ControlPlane(Box::new(control_plane_settings(&args, &file, &url)?))
+        }
         (None, None) => anyhow::bail!(
             "no table: pass --table FILE or --control-plane URL (or `table:` in the bootstrap file)"
         ),
@@ -383,6 +388,20 @@ fn control_plane_settings(
             .max_table_bytes
             .or(file.max_table_bytes)
             .unwrap_or(switchyard_config::load::MAX_TABLE_BYTES),
+        tls: ControlPlaneTls {
+            ca_file: args
+                .control_plane_ca
+                .clone()
+                .or(file.control_plane_ca.clone()),
+            client_cert: args
+                .control_plane_cert
+                .clone()
+                .or(file.control_plane_cert.clone()),
+            client_key: args
+                .control_plane_key
+                .clone()
+                .or(file.control_plane_key.clone()),
+        },
     };
     plane.check()?;
     Ok(plane)

@@ -43,7 +43,7 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
             }
             Source::ControlPlane(plane) => {
                 control_plane::load_cache(&plane, &applier);
-                tokio::spawn(control_plane::follow(plane, applier.clone(), stop_rx))
+                tokio::spawn(control_plane::follow(*plane, applier.clone(), stop_rx))
             }
         };
         let listeners = match bind(&resolved.listen, &resolved.admin).await {
