@@ -15,6 +15,7 @@
 //! is stopped by PID.
 
 mod backend;
+mod extended;
 mod measure;
 mod swap;
 
@@ -94,7 +95,8 @@ fn main() -> anyhow::Result<()> {
             .replace("@DIR@", &dir.display().to_string())
             .replace("@BLUE@", &blue)
             .replace("@GREEN@", &green)
-            .replace("@LISTEN@", listen);
+            .replace("@LISTEN@", listen)
+            .replace("@LISTEN_H2@", "127.0.0.1:@PORT_H2@");
         let path = dir.join(template);
         std::fs::write(&path, text)?;
         Ok(path)
@@ -139,7 +141,9 @@ fn main() -> anyhow::Result<()> {
         targets.push(Target {
             name: "nginx",
             start: Some(Box::new(move |listen| {
-                let text = std::fs::read_to_string(&config)?.replace("127.0.0.1:@PORT@", listen);
+                let text = std::fs::read_to_string(&config)?
+                    .replace("127.0.0.1:@PORT@", listen)
+                    .replace("127.0.0.1:@PORT_H2@", &h2_of("nginx", listen));
                 let path = config.with_extension("run.conf");
                 std::fs::write(&path, text)?;
                 pinned("nginx").arg("-c").arg(&path).spawn()
@@ -154,7 +158,9 @@ fn main() -> anyhow::Result<()> {
         targets.push(Target {
             name: "haproxy",
             start: Some(Box::new(move |listen| {
-                let text = std::fs::read_to_string(&config)?.replace("127.0.0.1:@PORT@", listen);
+                let text = std::fs::read_to_string(&config)?
+                    .replace("127.0.0.1:@PORT@", listen)
+                    .replace("127.0.0.1:@PORT_H2@", &h2_of("haproxy", listen));
                 let path = config.with_extension("run.cfg");
                 std::fs::write(&path, text)?;
                 pinned("haproxy").arg("-db").arg("-f").arg(&path).spawn()
@@ -187,6 +193,54 @@ fn main() -> anyhow::Result<()> {
         .map(|(t, r)| Summary::of(t.name, r))
         .collect();
     println!("{}", measure::markdown(&summaries, &options_line(&options)));
+
+    // The figures of one run each: h2c, latency at a fixed rate, memory.
+    let mut rows = Vec::new();
+    for target in targets
+        .iter()
+        .filter(|t| matches!(t.name, "direct" | "switchyard" | "nginx" | "haproxy"))
+    {
+        let row = measure_extended(target, &backends.blue.to_string(), &options)?;
+        eprintln!("extended {:<10} {row:?}", target.name);
+        rows.push(row);
+    }
+    println!("{}", extended_markdown(&rows));
+    let bin = options.proxy_bin.clone();
+    let run_table = |name: &'static str, text: String| -> anyhow::Result<(usize, f64)> {
+        let path = dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, text)?;
+        let bin = bin.clone();
+        let target = Target {
+            name,
+            start: Some(Box::new(move |listen| {
+                pinned(&bin)
+                    .args(["run", "--workers", "1", "--table"])
+                    .arg(&path)
+                    .args(["--listen", listen, "--admin", &admin_of(listen)])
+                    .env("RUST_LOG", "warn")
+                    .spawn()
+            })),
+            swaps: false,
+        };
+        let run = measure_target(&target, "", &swap_tables, &options)?;
+        Ok((0, run.cpu_us_per_request.unwrap_or(f64::NAN)))
+    };
+    println!(
+        "\nSwitchyard alone, one run each (proxy CPU us/request under `wrk -t1 -c{}`):\n",
+        options.connections
+    );
+    println!("| table | CPU us/request |\n|---|---|");
+    for routes in [1usize, 10, 1000] {
+        let (_, cpu) = run_table("routes", routes_table(&blue, &green, routes))?;
+        println!("| {routes} route(s), the request matching the last | {cpu:.1} |");
+    }
+    let (_, cpu) = run_table(
+        "h2-upstream",
+        format!(
+            "backends:\n  blue: {{ endpoints: [\"{blue}\"], protocol: http2 }}\n  green: {{ endpoints: [\"{green}\"], protocol: http2 }}\nroutes:\n  - name: bench\n    rules:\n      - split: {{ weights: {{ blue: 500000, green: 500000 }} }}\n"
+        ),
+    )?;
+    println!("| 1 route, HTTP/2 upstream (one multiplexed connection per backend) | {cpu:.1} |");
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
@@ -232,6 +286,114 @@ fn measure_target(
     result
 }
 
+/// One target's h2c, fixed-rate and memory figures.
+#[derive(Debug)]
+struct Extended {
+    name: &'static str,
+    h2_rps: f64,
+    h2_cpu: Option<f64>,
+    p50: f64,
+    p99: f64,
+    rss_fresh_kib: Option<u64>,
+    per_idle_connection_kib: Option<f64>,
+}
+
+/// Requests per second for the latency figure, as issue #8 sets it.
+const FIXED_RATE: u32 = 5_000;
+/// Idle keep-alive connections for the memory figure. Issue #8 asks for
+/// 10,000; HAProxy budgets two descriptors per connection and this
+/// machine's hard descriptor limit is 20,000, so every proxy gets 9,000.
+const IDLE_CONNECTIONS: usize = 9_000;
+
+fn measure_extended(target: &Target, direct: &str, options: &Options) -> anyhow::Result<Extended> {
+    let Some(start) = &target.start else {
+        let (h2_rps, _) = extended::h2load(direct, None, options.duration)?;
+        let (p50, p99) = extended::fixed_rate(direct, FIXED_RATE, options.duration)?;
+        return Ok(Extended {
+            name: target.name,
+            h2_rps,
+            h2_cpu: None,
+            p50,
+            p99,
+            rss_fresh_kib: None,
+            per_idle_connection_kib: None,
+        });
+    };
+    let port = free_port_pair()?;
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = start(&listen)?;
+    let result = (|| {
+        anyhow::ensure!(
+            wait_ready(&listen, Duration::from_secs(10)),
+            "{} did not become ready",
+            target.name
+        );
+        let (h2_rps, h2_cpu) = extended::h2load(
+            &h2_of(target.name, &listen),
+            Some(child.id()),
+            options.duration,
+        )?;
+        let (p50, p99) = extended::fixed_rate(&listen, FIXED_RATE, options.duration)?;
+        let (fresh, per_connection) = extended::idle_memory(&listen, child.id(), IDLE_CONNECTIONS)?;
+        Ok(Extended {
+            name: target.name,
+            h2_rps,
+            h2_cpu,
+            p50,
+            p99,
+            rss_fresh_kib: Some(fresh),
+            per_idle_connection_kib: Some(per_connection),
+        })
+    })();
+    stop(&mut child);
+    result
+}
+
+fn extended_markdown(rows: &[Extended]) -> String {
+    let mut out = format!(
+        "\nOne run each: h2c by `h2load -t1 -c16 -m10`, latency at {FIXED_RATE} req/s (open loop, 16 HTTP/1.1 connections), memory with {IDLE_CONNECTIONS} idle keep-alive connections\n\n| target | h2c req/s | h2c proxy CPU us/req | p50 / p99 at {FIXED_RATE} req/s (us) | RSS fresh (KiB) | KiB per idle connection |\n|---|---|---|---|---|---|\n"
+    );
+    for row in rows {
+        let cpu = row.h2_cpu.map_or("-".to_owned(), |c| format!("{c:.1}"));
+        let fresh = row.rss_fresh_kib.map_or("-".to_owned(), |k| k.to_string());
+        let idle = row
+            .per_idle_connection_kib
+            .map_or("-".to_owned(), |k| format!("{k:.2}"));
+        out.push_str(&format!(
+            "| {} | {:.0} | {cpu} | {:.0} / {:.0} | {fresh} | {idle} |\n",
+            row.name, row.h2_rps, row.p50, row.p99
+        ));
+    }
+    out
+}
+
+/// A table of `routes` routes where the request matches only the last.
+fn routes_table(blue: &str, green: &str, routes: usize) -> String {
+    let mut text = format!(
+        "backends:\n  blue: {{ endpoints: [\"{blue}\"] }}\n  green: {{ endpoints: [\"{green}\"] }}\nroutes:\n"
+    );
+    for i in 1..routes {
+        text.push_str(&format!(
+            "  - name: other{i}\n    rules:\n      - matches: [{{ path: {{ type: PathPrefix, value: /other{i} }} }}]\n        backend: blue\n"
+        ));
+    }
+    text.push_str("  - name: bench\n    rules:\n      - split: { weights: { blue: 500000, green: 500000 } }\n");
+    text
+}
+
+/// Where a target speaks h2c: Switchyard on its one port, the peers on the
+/// port after next (the next is Switchyard's admin port).
+fn h2_of(name: &str, listen: &str) -> String {
+    if name.starts_with("switchyard") {
+        return listen.to_owned();
+    }
+    let (host, port) = listen.rsplit_once(':').unwrap_or((listen, "0"));
+    format!(
+        "{host}:{}",
+        port.parse::<u16>().unwrap_or(0).wrapping_add(2)
+    )
+}
+
 /// The admin address that goes with a proxy address (the next port).
 fn admin_of(listen: &str) -> String {
     let (host, port) = listen.rsplit_once(':').unwrap_or((listen, "0"));
@@ -245,7 +407,8 @@ fn admin_of(listen: &str) -> String {
 fn free_port_pair() -> anyhow::Result<u16> {
     for _ in 0..100 {
         let port = free_port()?;
-        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if port < u16::MAX - 2 && free(port + 1) && free(port + 2) {
             return Ok(port);
         }
     }
@@ -348,8 +511,12 @@ fn parse_args() -> anyhow::Result<Options> {
             "--duration" => options.duration = Duration::from_secs(value()?.parse()?),
             "--connections" => options.connections = value()?.parse()?,
             "--proxy-bin" => options.proxy_bin = PathBuf::from(value()?),
+            "--quick" => {
+                options.rounds = 1;
+                options.duration = Duration::from_secs(5);
+            }
             other => anyhow::bail!(
-                "unknown flag {other}; flags: --rounds N --duration SECONDS --connections N --proxy-bin PATH"
+                "unknown flag {other}; flags: --rounds N --duration SECONDS --connections N --proxy-bin PATH --quick"
             ),
         }
     }

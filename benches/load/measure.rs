@@ -107,7 +107,7 @@ fn latency_us(text: &str, percentile: &str) -> Option<f64> {
 }
 
 /// utime + stime of `pid` and its direct children (nginx's worker), in ticks.
-fn tree_cpu_ticks(pid: u32) -> u64 {
+pub(crate) fn tree_cpu_ticks(pid: u32) -> u64 {
     let mut total = process_ticks(pid).unwrap_or(0);
     // The pid is `taskset`'s, which execs the proxy in place: same pid.
     if let Ok(entries) = std::fs::read_dir("/proc") {
@@ -127,6 +127,36 @@ fn tree_cpu_ticks(pid: u32) -> u64 {
     total
 }
 
+/// Resident memory of `pid` and its direct children, in KiB.
+pub(crate) fn tree_rss_kib(pid: u32) -> u64 {
+    let rss = |pid: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+            .unwrap_or(0)
+    };
+    let mut total = rss(pid);
+    for child in children(pid) {
+        total += rss(child);
+    }
+    total
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|child| parent_of(*child) == Some(pid))
+        .collect()
+}
+
 fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may hold spaces: split after it.
@@ -144,7 +174,7 @@ fn parent_of(pid: u32) -> Option<u32> {
     stat_fields(pid)?.get(1)?.parse().ok()
 }
 
-fn clock_ticks() -> f64 {
+pub(crate) fn clock_ticks() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()

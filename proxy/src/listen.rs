@@ -101,7 +101,9 @@ pub(crate) async fn serve<H, Fut>(
                 None => connection.serve(stream, None).await,
                 Some(tls) => {
                     if let Some((stream, served)) = tls.handshake(stream, peer).await {
-                        connection.serve(stream, Some(served)).await;
+                        // Boxed: the TLS connection's future is much larger,
+                        // and inline it would size every plain connection's task.
+                        Box::pin(connection.serve(stream, Some(served))).await;
                     }
                 }
             }
