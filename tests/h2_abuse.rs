@@ -135,10 +135,7 @@ async fn header_floods_end_the_connection_before_the_backend() {
             break;
         }
     }
-    let end = h2raw::read_until(&mut stream, DEADLINE, |f| {
-        f.kind == GOAWAY || (f.kind == RST_STREAM && f.stream == 1) || f.kind == HEADERS
-    })
-    .await;
+    let end = h2raw::first_answer(&mut stream, 1).await;
     if let Some(end) = &end
         && end.kind == HEADERS
     {
@@ -159,10 +156,7 @@ async fn header_floods_end_the_connection_before_the_backend() {
         };
         let _ = stream.write_all(&frame(kind, flags, 1, chunk)).await;
     }
-    let answer = h2raw::read_until(&mut stream, DEADLINE, |f| {
-        f.kind == GOAWAY || (f.stream == 1 && (f.kind == RST_STREAM || f.kind == HEADERS))
-    })
-    .await;
+    let answer = h2raw::first_answer(&mut stream, 1).await;
     if let Some(answer) = &answer
         && answer.kind == HEADERS
     {
@@ -199,11 +193,9 @@ async fn malformed_requests_are_reset_before_the_backend() {
             .write_all(&frame(HEADERS, END_HEADERS | END_STREAM, 1, &block))
             .await
             .unwrap();
-        let reset = h2raw::read_until(&mut stream, DEADLINE, |f| {
-            f.kind == GOAWAY || (f.stream == 1 && (f.kind == RST_STREAM || f.kind == HEADERS))
-        })
-        .await
-        .unwrap_or_else(|| panic!("{what}: closed without a reset"));
+        let reset = h2raw::first_answer(&mut stream, 1)
+            .await
+            .unwrap_or_else(|| panic!("{what}: closed without a reset"));
         // A stream reset, or GOAWAY for the whole connection.
         assert!(
             reset.kind == RST_STREAM || reset.kind == GOAWAY,
@@ -310,10 +302,7 @@ async fn a_flood_of_empty_data_frames_is_refused() {
     }
     flood.extend(frame(h2raw::DATA, END_STREAM, 1, b"x"));
     let _ = stream.write_all(&flood).await;
-    let end = h2raw::read_until(&mut stream, DEADLINE, |f| {
-        f.kind == GOAWAY || (f.stream == 1 && (f.kind == RST_STREAM || f.kind == HEADERS))
-    })
-    .await;
+    let end = h2raw::first_answer(&mut stream, 1).await;
     // h2 counts DATA frames that carry nothing: GOAWAY ENHANCE_YOUR_CALM.
     let end = end.expect("an answer before the close");
     assert_eq!(
@@ -341,10 +330,7 @@ async fn an_hpack_bomb_is_refused_before_the_backend() {
         .write_all(&frame(HEADERS, END_HEADERS | END_STREAM, 1, &block))
         .await
         .unwrap();
-    let end = h2raw::read_until(&mut stream, DEADLINE, |f| {
-        f.kind == GOAWAY || (f.stream == 1 && (f.kind == RST_STREAM || f.kind == HEADERS))
-    })
-    .await;
+    let end = h2raw::first_answer(&mut stream, 1).await;
     // 431 for the stream, or GOAWAY ENHANCE_YOUR_CALM for the connection.
     let end = end.expect("an answer before the close");
     if end.kind == HEADERS {
@@ -374,11 +360,9 @@ async fn a_body_shorter_than_its_content_length_resets_the_stream() {
     let mut bytes = frame(HEADERS, END_HEADERS, 1, &post);
     bytes.extend(frame(h2raw::DATA, END_STREAM, 1, b"abc"));
     stream.write_all(&bytes).await.unwrap();
-    let end = h2raw::read_until(&mut stream, DEADLINE, |f| {
-        f.kind == GOAWAY || (f.stream == 1 && (f.kind == RST_STREAM || f.kind == HEADERS))
-    })
-    .await
-    .expect("an answer before the close");
+    let end = h2raw::first_answer(&mut stream, 1)
+        .await
+        .expect("an answer before the close");
     // The backend may have seen the request start (bodies stream), but never
     // a complete request: the stream is reset, not answered.
     assert_eq!(

@@ -59,21 +59,28 @@ pub async fn run(
     let mut tasks = JoinSet::new();
     let applier_state = applier.state().clone();
     let proxy = Arc::new(Proxy::new(applier.state().clone(), settings.clone()));
-    for listener in listeners.proxy {
+    // Plain and TLS proxy listeners run the same handler.
+    let serve_proxy = |tasks: &mut JoinSet<()>,
+                       name: &'static str,
+                       listener: TcpListener,
+                       tls: Option<Arc<listen::TlsListener>>| {
         let proxy = proxy.clone();
         let handler = move |request, peer| {
             let proxy = proxy.clone();
             async move { proxy.handle(request, peer).await }
         };
         tasks.spawn(listen::serve(
-            "proxy",
+            name,
             listener,
             handler,
             settings.clone(),
             stop_rx.clone(),
-            applier_state.metrics().downstream("proxy"),
-            None,
+            applier_state.metrics().downstream(name),
+            tls,
         ));
+    };
+    for listener in listeners.proxy {
+        serve_proxy(&mut tasks, "proxy", listener, None);
     }
     if let Some(tls) = listeners.tls {
         match tls.store.server_config() {
@@ -89,20 +96,12 @@ pub async fn run(
                     stop_rx.clone(),
                 ));
                 for listener in tls.listeners {
-                    let proxy = proxy.clone();
-                    let handler = move |request, peer| {
-                        let proxy = proxy.clone();
-                        async move { proxy.handle(request, peer).await }
-                    };
-                    tasks.spawn(listen::serve(
+                    serve_proxy(
+                        &mut tasks,
                         "proxy-tls",
                         listener,
-                        handler,
-                        settings.clone(),
-                        stop_rx.clone(),
-                        applier_state.metrics().downstream("proxy-tls"),
                         Some(listener_tls.clone()),
-                    ));
+                    );
                 }
             }
             Err(error) => tracing::error!(%error, "TLS listeners not started"),

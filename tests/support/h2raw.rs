@@ -196,3 +196,12 @@ fn huffman_digits(bytes: &[u8]) -> Option<String> {
     // What is left must be padding: at most 7 one-bits.
     (bits.len() - at < 8 && bits[at..].iter().all(|b| *b == 1)).then_some(out)
 }
+
+/// The first frame that answers stream `id`: its HEADERS or RST_STREAM, or
+/// a GOAWAY for the whole connection (`None`: closed without one).
+pub async fn first_answer(stream: &mut TcpStream, id: u32) -> Option<Frame> {
+    read_until(stream, super::DEADLINE, |f| {
+        f.kind == GOAWAY || (f.stream == id && (f.kind == RST_STREAM || f.kind == HEADERS))
+    })
+    .await
+}
