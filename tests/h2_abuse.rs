@@ -372,3 +372,38 @@ async fn a_body_shorter_than_its_content_length_resets_the_stream() {
     );
     served_over_http2(proxy.addr).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_beyond_the_concurrent_limit_are_refused() {
+    let (blue, _green, proxy) = start().await;
+    let mut stream = h2raw::connect(proxy.addr).await;
+    // 129 requests that stay open at the backend; the limit is 128.
+    let mut burst = Vec::new();
+    for i in 0..129u32 {
+        burst.extend(frame(
+            HEADERS,
+            END_HEADERS | END_STREAM,
+            2 * i + 1,
+            &h2raw::get("/gate"),
+        ));
+    }
+    stream.write_all(&burst).await.unwrap();
+    // REFUSED_STREAM (0x7) for the one over the limit, or GOAWAY.
+    let refused = h2raw::read_until(&mut stream, DEADLINE, |f| {
+        f.kind == GOAWAY || f.kind == RST_STREAM
+    })
+    .await
+    .expect("a refusal before the close");
+    assert_eq!(
+        (refused.kind, h2raw::error_code(&refused)),
+        (RST_STREAM, 0x7),
+        "{refused:?}"
+    );
+    assert_eq!(refused.stream, 2 * 128 + 1, "the 129th stream");
+    eventually("128 requests reached the backend", || async {
+        blue.seen_on("/gate") == 128
+    })
+    .await;
+    blue.open_gate();
+    served_over_http2(proxy.addr).await;
+}
