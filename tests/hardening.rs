@@ -24,24 +24,19 @@ struct Raw {
 }
 
 /// Reads one response (headers, then a `Content-Length` body), or `None`
-/// when the connection closes first.
+/// when the connection closes first. It never reads past the response, so
+/// pipelined answers on one connection are read one by one: the head is read
+/// a byte at a time (responses here are small) and the body exactly.
 async fn read_response(stream: &mut TcpStream) -> Option<Raw> {
-    let mut buffer = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end + 4;
-        }
-        let read = tokio::time::timeout(DEADLINE, stream.read(&mut chunk))
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let byte = tokio::time::timeout(DEADLINE, stream.read_u8())
             .await
             .expect("an answer within the deadline")
             .ok()?;
-        if read == 0 {
-            return None;
-        }
-        buffer.extend_from_slice(&chunk[..read]);
-    };
-    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+        head.push(byte);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
     let length: usize = head
         .lines()
@@ -51,14 +46,12 @@ async fn read_response(stream: &mut TcpStream) -> Option<Raw> {
                 .then(|| value.trim().parse().ok())?
         })
         .unwrap_or(0);
-    while buffer.len() < head_end + length {
-        let read = stream.read(&mut chunk).await.ok()?;
-        if read == 0 {
-            break;
-        }
-        buffer.extend_from_slice(&chunk[..read]);
-    }
-    let body = String::from_utf8_lossy(&buffer[head_end..]).into_owned();
+    let mut body = vec![0u8; length];
+    tokio::time::timeout(DEADLINE, stream.read_exact(&mut body))
+        .await
+        .expect("the body within the deadline")
+        .ok()?;
+    let body = String::from_utf8_lossy(&body).into_owned();
     Some(Raw { status, head, body })
 }
 
