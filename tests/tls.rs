@@ -116,6 +116,7 @@ async fn tls_proxy(
                 store: store.clone(),
                 settings,
             }),
+            ..Listeners::default()
         },
         applier,
         Settings {

@@ -10,6 +10,7 @@ mod matcher;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::{HeaderMap, Method, Uri};
@@ -19,8 +20,9 @@ use crate::problem::InvalidTable;
 use crate::spec::{BackendSpec, DrainSpec, Protocol, RuleSpec};
 use crate::table::{Table, Version};
 use crate::validate::checks::parse_key_source;
-use hosts::{HostGroups, HostIndex};
+use hosts::{HostGroups, HostIndex, HostNames};
 use matcher::{Matcher, Specificity};
+use rustc_hash::FxHashSet;
 
 /// Index of a backend in [`CompiledTable::backends`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -35,6 +37,13 @@ pub struct CompiledTable {
     rules: Box<[CompiledRule]>,
     entries: Box<[Entry]>,
     hosts: HostIndex,
+    /// Every destination some route is scoped to (sidecar outbound).
+    destinations: FxHashSet<SocketAddr>,
+    /// Hostnames routes without destinations name explicitly: what an
+    /// outbound connection's `Host` must match to be routed.
+    named_hosts: HostNames,
+    /// The rule of the sidecar's inbound route, once added.
+    local_app: Option<usize>,
 }
 
 /// A backend as the proxy needs it.
@@ -57,6 +66,8 @@ pub struct CompiledBackend {
 pub struct CompiledRoute {
     /// Route name.
     pub name: String,
+    /// The destinations the route is scoped to (empty: not scoped).
+    pub destinations: Box<[SocketAddr]>,
     /// The route's request body limit, when it has one.
     pub max_request_body_bytes: Option<u64>,
 }
@@ -105,6 +116,8 @@ pub struct RequestHead<'a> {
     pub query: Option<&'a str>,
     /// Request headers.
     pub headers: &'a HeaderMap,
+    /// Where an intercepted connection was going (sidecar outbound).
+    pub destination: Option<SocketAddr>,
 }
 
 /// The rule a request matched, with its route.
@@ -119,6 +132,8 @@ pub struct RouteMatch<'a> {
 #[derive(Debug)]
 struct Entry {
     rule: u32,
+    /// Whether the entry's route is scoped to destinations.
+    scoped: bool,
     matcher: Matcher,
 }
 
@@ -145,9 +160,18 @@ impl CompiledTable {
         // (specificity, entry index) per route, to sort into host groups.
         let mut keyed: Vec<(Specificity, u32, usize)> = Vec::new();
         let mut entries = Vec::new();
+        let mut destinations = FxHashSet::default();
+        let mut named_hosts = HostNames::default();
         for (route_index, route) in spec.routes.iter().enumerate() {
+            let scoped_to = parse_destinations(route_index, &route.destinations)?;
+            destinations.extend(scoped_to.iter().copied());
+            if scoped_to.is_empty() {
+                named_hosts.extend(&route.hostnames);
+            }
+            let scoped = !scoped_to.is_empty();
             routes.push(CompiledRoute {
                 name: route.name.clone(),
+                destinations: scoped_to,
                 max_request_body_bytes: route.max_request_body_bytes,
             });
             for (rule_index, rule) in route.rules.iter().enumerate() {
@@ -169,6 +193,7 @@ impl CompiledTable {
                     keyed.push((specificity, entries.len() as u32, route_index));
                     entries.push(Entry {
                         rule: rule_id,
+                        scoped,
                         matcher,
                     });
                 }
@@ -200,18 +225,92 @@ impl CompiledTable {
             rules: rules.into_boxed_slice(),
             entries: entries.into_boxed_slice(),
             hosts: HostIndex::build(groups),
+            destinations,
+            named_hosts,
+            local_app: None,
         })
     }
 
     /// The most specific rule matching the request, if any.
     pub fn route(&self, head: &RequestHead<'_>) -> Option<RouteMatch<'_>> {
+        // A connection intercepted for a destination some route is scoped
+        // to sees only those routes; every other request sees only the
+        // routes that are not scoped.
+        let scoped_to = head
+            .destination
+            .filter(|destination| self.destinations.contains(destination));
+        let in_scope = |entry: &Entry| match scoped_to {
+            None => !entry.scoped,
+            Some(destination) => {
+                entry.scoped
+                    && self.routes[self.rules[entry.rule as usize].route]
+                        .destinations
+                        .contains(&destination)
+            }
+        };
         let rule = self
             .hosts
             .candidates(head.host)
             .iter()
             .map(|index| &self.entries[*index as usize])
-            .find(|entry| entry.matcher.matches(head))
+            .find(|entry| in_scope(entry) && entry.matcher.matches(head))
             .map(|entry| &self.rules[entry.rule as usize])?;
+        Some(RouteMatch {
+            route: &self.routes[rule.route],
+            rule,
+        })
+    }
+
+    /// Whether a sidecar routes an intercepted connection to `destination`
+    /// whose first request names `host`: a route is scoped to the
+    /// destination, or a route names the host explicitly (routes for every
+    /// host do not count, or they would capture all outbound traffic).
+    /// Otherwise the connection passes through untouched.
+    pub fn intercepts(&self, destination: SocketAddr, host: Option<&str>) -> bool {
+        self.destinations.contains(&destination)
+            || host.is_some_and(|host| self.named_hosts.covers(host))
+    }
+
+    /// Adds the sidecar's inbound route: one rule, reachable only through
+    /// [`CompiledTable::local_app_rule`], that sends everything to a backend
+    /// at `127.0.0.1:port`. Their names (`inbound:PORT`, `local:PORT`)
+    /// cannot clash with a table's, which never contain `:`.
+    pub fn with_local_app(mut self, port: u16) -> Self {
+        let backend = BackendId(self.backends.len() as u32);
+        let mut backends = std::mem::take(&mut self.backends).into_vec();
+        backends.push(CompiledBackend {
+            name: format!("local:{port}"),
+            endpoints: vec![format!("127.0.0.1:{port}")],
+            protocol: Protocol::Http1,
+            drain: None,
+            tls: None,
+        });
+        self.backends = backends.into_boxed_slice();
+        let route = self.routes.len();
+        let mut routes = std::mem::take(&mut self.routes).into_vec();
+        routes.push(CompiledRoute {
+            name: format!("inbound:{port}"),
+            destinations: Box::default(),
+            max_request_body_bytes: None,
+        });
+        self.routes = routes.into_boxed_slice();
+        let mut rules = std::mem::take(&mut self.rules).into_vec();
+        self.local_app = Some(rules.len());
+        rules.push(CompiledRule {
+            route,
+            index: 0,
+            action: Action::Backend(backend),
+            request_timeout: None,
+            backend_request_timeout: None,
+        });
+        self.rules = rules.into_boxed_slice();
+        self
+    }
+
+    /// The inbound route's rule, when [`CompiledTable::with_local_app`]
+    /// added one.
+    pub fn local_app_rule(&self) -> Option<RouteMatch<'_>> {
+        let rule = &self.rules[self.local_app?];
         Some(RouteMatch {
             route: &self.routes[rule.route],
             rule,
@@ -282,6 +381,25 @@ impl CompiledTable {
 fn nonzero(duration: Option<Duration>) -> Option<Duration> {
     // Gateway API: a zero timeout disables the timeout.
     duration.filter(|d| !d.is_zero())
+}
+
+/// A route's destinations, validated before, as addresses.
+fn parse_destinations(
+    route_index: usize,
+    destinations: &[String],
+) -> Result<Box<[SocketAddr]>, InvalidTable> {
+    destinations
+        .iter()
+        .enumerate()
+        .map(|(i, destination)| {
+            destination.parse().map_err(|_| {
+                InvalidTable::one(
+                    format!("routes[{route_index}].destinations[{i}]"),
+                    format!("invalid destination {destination:?}"),
+                )
+            })
+        })
+        .collect()
 }
 
 fn compile_backend(name: &str, spec: &BackendSpec) -> CompiledBackend {
@@ -374,7 +492,15 @@ impl<'a> RequestHead<'a> {
             path: uri.path(),
             query: uri.query(),
             headers,
+            destination: None,
         }
+    }
+
+    /// The same head, for a connection intercepted on its way to
+    /// `destination`.
+    pub fn with_destination(mut self, destination: Option<SocketAddr>) -> Self {
+        self.destination = destination;
+        self
     }
 
     /// The first value of a query parameter, percent-decoded.

@@ -149,6 +149,9 @@ fn convert_route(
     let native = RouteSpec {
         name: full_name.clone(),
         hostnames: spec.hostnames,
+        // A Service parentRef (GAMMA) would give destinations, but its
+        // cluster IP is not in the HTTPRoute; such routes match by host.
+        destinations: Vec::new(),
         timeouts: None,
         max_request_body_bytes: None,
         rules: native_rules,

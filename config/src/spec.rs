@@ -103,6 +103,12 @@ pub struct RouteSpec {
     /// Hostnames (exact or `*.suffix`); empty means every host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hostnames: Vec<String>,
+    /// Sidecar outbound only: the `IP:port` destinations (a Service's
+    /// cluster IP and port) whose intercepted connections this route
+    /// serves. A route with destinations answers nothing else, and such a
+    /// connection sees only the routes that name its destination.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destinations: Vec<String>,
     /// Default timeouts for the route's rules (a rule's own win).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<TimeoutsSpec>,

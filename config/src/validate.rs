@@ -237,6 +237,7 @@ impl Validator {
                 hostnames.push(lower);
             }
         }
+        let destinations = self.destinations(&join(path, "destinations"), &route.destinations);
         let rules_path = join(path, "rules");
         if route.rules.is_empty() {
             self.error(&rules_path, "at least one rule is required");
@@ -263,10 +264,39 @@ impl Validator {
         RouteSpec {
             name: route.name,
             hostnames,
+            destinations,
             timeouts: None,
             max_request_body_bytes: route.max_request_body_bytes,
             rules,
         }
+    }
+
+    /// Destinations in canonical `IP:port` form, without repeats.
+    fn destinations(&mut self, path: &str, destinations: &[String]) -> Vec<String> {
+        self.too_many(
+            path,
+            destinations.len(),
+            MAX_HOSTNAMES_PER_ROUTE,
+            "destinations",
+        );
+        let mut out: Vec<String> = Vec::with_capacity(destinations.len());
+        for (i, destination) in destinations.iter().enumerate() {
+            match destination.parse::<std::net::SocketAddr>() {
+                Ok(address) if address.port() != 0 => {
+                    let canonical = address.to_string();
+                    if !out.contains(&canonical) {
+                        out.push(canonical);
+                    }
+                }
+                _ => self.error(
+                    format!("{path}[{i}]"),
+                    format!(
+                        "invalid destination {destination:?}: must be an IP address and a non-zero port, as a Service's cluster IP and port (10.96.0.10:80, [fd00::a]:80)"
+                    ),
+                ),
+            }
+        }
+        out
     }
 
     fn rule(

@@ -190,3 +190,69 @@ fn drained_backends_get_no_new_requests() {
         assert_eq!(route_to(&t, &Req::get("only.b", "/"), random), "503");
     }
 }
+
+/// Sidecar outbound: routes scoped to a destination serve only connections
+/// intercepted for it, and such connections see only those routes.
+#[test]
+fn destinations_scope_routes_to_intercepted_connections() {
+    let table = table(concat!(
+        "  - { name: everything, rules: [{ backend: a }] }\n",
+        "  - { name: reviews, destinations: [\"10.96.0.10:9080\"], rules: [{ backend: b }] }\n",
+        "  - { name: ratings, hostnames: [ratings.test], rules: [{ backend: c }] }\n",
+        "  - { name: api, destinations: [\"10.96.0.11:80\"], rules: [{ matches: [{ path: { value: /api } }], backend: d }] }\n",
+    ));
+    let route = |host: &str, path: &str, destination: Option<&str>| {
+        let req = Req::get(host, path);
+        let head = req
+            .head()
+            .with_destination(destination.map(|d| d.parse().unwrap()));
+        table
+            .route(&head)
+            .map_or("404".to_owned(), |found| found.route.name.clone())
+    };
+    // Without a destination (a gateway listener) scoped routes never match.
+    assert_eq!(route("10.96.0.10:9080", "/", None), "everything");
+    // Its destination gets the scoped route, whatever the Host says...
+    assert_eq!(
+        route("reviews:9080", "/", Some("10.96.0.10:9080")),
+        "reviews"
+    );
+    assert_eq!(
+        route("ratings.test", "/", Some("10.96.0.10:9080")),
+        "reviews"
+    );
+    // ...and nothing else: no fall-through to the routes of every host.
+    assert_eq!(route("x", "/other", Some("10.96.0.11:80")), "404");
+    assert_eq!(route("x", "/api/v1", Some("10.96.0.11:80")), "api");
+    // Another destination sees the unscoped routes, by Host as usual.
+    assert_eq!(route("ratings.test", "/", Some("10.1.2.3:80")), "ratings");
+
+    let intercepts = |destination: &str, host: Option<&str>| {
+        table.intercepts(destination.parse().unwrap(), host)
+    };
+    assert!(intercepts("10.96.0.10:9080", None));
+    assert!(intercepts("10.1.2.3:80", Some("RATINGS.test:80")));
+    // A route for every host does not capture unrelated outbound traffic.
+    assert!(!intercepts("10.1.2.3:80", Some("example.com")));
+    assert!(!intercepts("10.1.2.3:80", None));
+}
+
+/// The inbound route is reachable only as itself and names its port.
+#[test]
+fn the_local_app_route_is_separate_from_the_tables() {
+    let table = table("  - { name: r, rules: [{ backend: a }] }\n").with_local_app(8080);
+    let inbound = table.local_app_rule().unwrap();
+    assert_eq!(inbound.route.name, "inbound:8080");
+    let switchyard_config::compile::Action::Backend(id) = inbound.rule.action else {
+        panic!("the inbound rule forwards to one backend");
+    };
+    assert_eq!(table.backend(id).name, "local:8080");
+    assert_eq!(table.backend(id).endpoints, ["127.0.0.1:8080"]);
+    // Requests of the table's listeners never reach it.
+    assert_eq!(route_to(&table, &Req::get("x", "/"), 0), "a");
+    assert!(compile_plain().local_app_rule().is_none());
+}
+
+fn compile_plain() -> switchyard_config::CompiledTable {
+    table("  - { name: r, rules: [{ backend: a }] }\n")
+}

@@ -57,6 +57,22 @@ pub(crate) struct RunArgs {
     /// Admin listener address (loopback by default).
     #[arg(long)]
     admin: Option<String>,
+    /// Sidecar outbound listener (connections redirected by iptables, like
+    /// `0.0.0.0:15001`): routed by the table when a route is scoped to the
+    /// original destination or names the Host, else passed through.
+    #[arg(long)]
+    outbound: Vec<String>,
+    /// Sidecar inbound listener (like `0.0.0.0:15006`), in front of the
+    /// local application on `127.0.0.1:--app-port`.
+    #[arg(long, requires = "app_port")]
+    inbound: Option<String>,
+    /// The local application's port, for `--inbound`.
+    #[arg(long, requires = "inbound")]
+    app_port: Option<u16>,
+    /// How long the outbound listener waits for a client's first bytes
+    /// before passing the connection through undetected, like `500ms`.
+    #[arg(long)]
+    outbound_detect_timeout: Option<String>,
     /// Worker threads (default: one per core).
     #[arg(long)]
     workers: Option<usize>,

@@ -9,7 +9,8 @@
 //! pick, on one [`state::Snapshot`]), [`backend`] (registry, endpoint pick)
 //! and [`upstream`] (pooled connections), and back as a [`body::ProxyBody`].
 //! Tables change only through [`state::Applier`], fed by [`source`] (file and
-//! SIGHUP) and the [`admin`] API.
+//! SIGHUP) and the [`admin`] API. In a sidecar, `sidecar` decides what the
+//! intercepted connections are and where they go.
 
 pub mod access_log;
 pub mod admin;
@@ -27,6 +28,7 @@ pub mod otlp;
 pub mod route;
 pub mod server;
 pub mod settings;
+mod sidecar;
 pub mod source;
 pub mod state;
 pub mod tls;

@@ -22,6 +22,7 @@ use tokio_rustls::server::TlsStream;
 use crate::body::ProxyBody;
 use crate::metrics::Downstream;
 use crate::settings::Settings;
+use crate::sidecar::{Intercepted, Outbound};
 use crate::tls::{CertStore, TlsConnection};
 use connection::{ConnectionState, LiveConnections, TimedIo};
 
@@ -41,6 +42,28 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// the loop never spins while the process is out of descriptors.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
+/// What a listener does with the connections it accepts.
+#[derive(Debug, Clone)]
+pub(crate) enum ListenerKind {
+    /// HTTP/1.1 and HTTP/2 in the clear.
+    Plain,
+    /// TLS, then HTTP/1.1 or HTTP/2 by ALPN.
+    Tls(Arc<TlsListener>),
+    /// Sidecar outbound: connections redirected by iptables, routed by the
+    /// table or passed through to their original destination.
+    Outbound(Arc<Outbound>),
+    /// Sidecar inbound: every request goes to the local application.
+    Inbound,
+}
+
+/// What a request carries about its connection, for the handler.
+#[derive(Debug, Clone)]
+enum RequestContext {
+    Plain,
+    Tls(TlsConnection),
+    Intercepted(Intercepted),
+}
+
 /// Serves `listener` with `handler` until `shutdown` turns true, then lets
 /// open connections finish (HTTP/2 GOAWAY, `Connection: close`) for up to
 /// the shutdown grace.
@@ -51,7 +74,7 @@ pub(crate) async fn serve<H, Fut>(
     settings: Arc<Settings>,
     mut shutdown: watch::Receiver<bool>,
     metrics: Downstream,
-    tls: Option<Arc<TlsListener>>,
+    kind: ListenerKind,
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
@@ -94,17 +117,29 @@ pub(crate) async fn serve<H, Fut>(
             settings: settings.clone(),
             peer,
         };
-        let tls = tls.clone();
+        let kind = kind.clone();
         tokio::spawn(async move {
             let state = connection.state.clone();
-            match tls {
-                None => connection.serve(stream, None).await,
-                Some(tls) => {
+            // Boxed below: the TLS and sidecar futures are much larger, and
+            // inline they would size every plain connection's task.
+            match kind {
+                ListenerKind::Plain => connection.serve(stream, RequestContext::Plain).await,
+                ListenerKind::Tls(tls) => {
                     if let Some((stream, served)) = tls.handshake(stream, peer).await {
-                        // Boxed: the TLS connection's future is much larger,
-                        // and inline it would size every plain connection's task.
-                        Box::pin(connection.serve(stream, Some(served))).await;
+                        Box::pin(connection.serve(stream, RequestContext::Tls(served))).await;
                     }
+                }
+                ListenerKind::Outbound(outbound) => {
+                    if let Some((stream, destination)) = Box::pin(outbound.take(stream, peer)).await
+                    {
+                        let context =
+                            RequestContext::Intercepted(Intercepted::Outbound(destination));
+                        Box::pin(connection.serve(stream, context)).await;
+                    }
+                }
+                ListenerKind::Inbound => {
+                    let context = RequestContext::Intercepted(Intercepted::Inbound);
+                    Box::pin(connection.serve(stream, context)).await;
                 }
             }
             state.closed();
@@ -189,8 +224,8 @@ where
     H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
-    /// Serves HTTP on `io`; requests carry `tls` when it is a TLS connection.
-    async fn serve<I>(self, io: I, tls: Option<TlsConnection>)
+    /// Serves HTTP on `io`; requests carry what `context` says of it.
+    async fn serve<I>(self, io: I, context: RequestContext)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -206,8 +241,14 @@ where
         let service = service_fn(move |mut request: Request<Incoming>| {
             let handler = handler.clone();
             let stream = service_state.stream_started(request.version());
-            if let Some(tls) = &tls {
-                request.extensions_mut().insert(tls.clone());
+            match &context {
+                RequestContext::Plain => {}
+                RequestContext::Tls(tls) => {
+                    request.extensions_mut().insert(tls.clone());
+                }
+                RequestContext::Intercepted(intercepted) => {
+                    request.extensions_mut().insert(*intercepted);
+                }
             }
             async move {
                 let response = handler(request, peer).await;

@@ -106,6 +106,15 @@ struct ResultLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandlingLabels {
+    handling: &'static str,
+}
+
+/// Values of the `handling` label of
+/// `switchyard_outbound_connections_total`.
+pub const OUTBOUND_HANDLING: [&str; 4] = ["routed", "passthrough", "passthrough_failed", "refused"];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -132,6 +141,7 @@ pub struct Metrics {
     accepted: Family<ConnectionLabels, Counter>,
     open: Family<ConnectionLabels, Gauge>,
     rejected: Family<ListenerLabels, Counter>,
+    outbound: Family<HandlingLabels, Counter>,
     /// Label sets of the current table, to remove those that leave it.
     current: Mutex<CurrentSeries>,
 }
@@ -301,9 +311,21 @@ impl Metrics {
             "Client connections closed at accept because the listener was at --max-connections",
             rejected.clone(),
         );
+        let outbound = Family::<HandlingLabels, Counter>::default();
+        registry.register(
+            "switchyard_outbound_connections",
+            "Connections intercepted by the sidecar's outbound listener, by handling: routed by the table, passed through to their original destination (or failing to connect there), refused (no original destination, or a loop to the proxy itself)",
+            outbound.clone(),
+        );
+        for handling in OUTBOUND_HANDLING {
+            outbound
+                .get_or_create(&HandlingLabels { handling })
+                .inc_by(0);
+        }
         Self {
             registry,
             rejected,
+            outbound,
             access_log_dropped,
             upstream_errors,
             upstream_retries,
@@ -322,6 +344,14 @@ impl Metrics {
             unrouted,
             current: Mutex::new(CurrentSeries::default()),
         }
+    }
+
+    /// Counts an intercepted outbound connection (`handling` is one of
+    /// [`OUTBOUND_HANDLING`]).
+    pub fn count_outbound(&self, handling: &'static str) {
+        self.outbound
+            .get_or_create(&HandlingLabels { handling })
+            .inc();
     }
 
     /// Counts an apply attempt.

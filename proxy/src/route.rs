@@ -13,6 +13,7 @@ use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::headers::DECISION_HEADER;
 use crate::settings::Settings;
+use crate::sidecar::Intercepted;
 use crate::state::Snapshot;
 
 /// Where a request goes.
@@ -46,7 +47,14 @@ pub(crate) fn decide(
     settings: &Settings,
 ) -> Result<Routed, ProxyError> {
     let head = RequestHead::new(&parts.method, &parts.uri, &parts.headers);
-    let found = snapshot.table.route(&head).ok_or(ProxyError::NoRoute)?;
+    let found = match parts.extensions.get::<Intercepted>() {
+        None => snapshot.table.route(&head),
+        Some(Intercepted::Outbound(destination)) => snapshot
+            .table
+            .route(&head.with_destination(Some(*destination))),
+        Some(Intercepted::Inbound) => snapshot.table.local_app_rule(),
+    }
+    .ok_or(ProxyError::NoRoute)?;
     let rule = found.rule;
     let mut set_cookie = None;
     let mut sticky = false;

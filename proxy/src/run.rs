@@ -11,6 +11,7 @@ use crate::admin::Admin;
 use crate::listen;
 use crate::server::Proxy;
 use crate::settings::Settings;
+use crate::sidecar::Outbound;
 use crate::state::Applier;
 use crate::tls::{CertStore, TlsSettings};
 
@@ -18,7 +19,7 @@ use crate::tls::{CertStore, TlsSettings};
 const TUNNEL_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Bound sockets, ready to accept.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Listeners {
     /// Proxy listeners (HTTP/1.1 and HTTP/2 on each).
     pub proxy: Vec<TcpListener>,
@@ -26,6 +27,11 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
     /// TLS listeners and what they serve.
     pub tls: Option<TlsListeners>,
+    /// Sidecar outbound listeners (connections redirected by iptables).
+    pub outbound: Vec<TcpListener>,
+    /// The sidecar inbound listener; its requests go to the local
+    /// application that [`State::with_local_app`](crate::State::with_local_app) names.
+    pub inbound: Option<TcpListener>,
 }
 
 /// TLS listeners with their certificates.
@@ -63,7 +69,7 @@ pub async fn run(
     let serve_proxy = |tasks: &mut JoinSet<()>,
                        name: &'static str,
                        listener: TcpListener,
-                       tls: Option<Arc<listen::TlsListener>>| {
+                       kind: listen::ListenerKind| {
         let proxy = proxy.clone();
         let handler = move |request, peer| {
             let proxy = proxy.clone();
@@ -76,11 +82,32 @@ pub async fn run(
             settings.clone(),
             stop_rx.clone(),
             applier_state.metrics().downstream(name),
-            tls,
+            kind,
         ));
     };
     for listener in listeners.proxy {
-        serve_proxy(&mut tasks, "proxy", listener, None);
+        serve_proxy(&mut tasks, "proxy", listener, listen::ListenerKind::Plain);
+    }
+    let outbound = Arc::new(Outbound {
+        state: applier_state.clone(),
+        detect_timeout: settings.outbound_detect_timeout,
+        connect_timeout: settings.connect_timeout,
+    });
+    for listener in listeners.outbound {
+        let kind = listen::ListenerKind::Outbound(outbound.clone());
+        serve_proxy(&mut tasks, "outbound", listener, kind);
+    }
+    if let Some(listener) = listeners.inbound {
+        if applier_state.local_app().is_none() {
+            tracing::error!("inbound listener not started: no local application port");
+        } else {
+            serve_proxy(
+                &mut tasks,
+                "inbound",
+                listener,
+                listen::ListenerKind::Inbound,
+            );
+        }
     }
     if let Some(tls) = listeners.tls {
         match tls.store.server_config() {
@@ -100,7 +127,7 @@ pub async fn run(
                         &mut tasks,
                         "proxy-tls",
                         listener,
-                        Some(listener_tls.clone()),
+                        listen::ListenerKind::Tls(listener_tls.clone()),
                     );
                 }
             }
@@ -124,7 +151,7 @@ pub async fn run(
             settings.clone(),
             stop_rx.clone(),
             applier_state.metrics().downstream("admin"),
-            None,
+            listen::ListenerKind::Plain,
         ));
     }
     shutdown.await;

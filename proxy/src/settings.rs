@@ -36,6 +36,9 @@ impl fmt::Debug for LogLevel {
 pub struct Settings {
     /// Limit for establishing an upstream TCP connection.
     pub connect_timeout: Duration,
+    /// Sidecar outbound: how long to wait for a connection's first bytes
+    /// before passing it through undetected (server-speaks-first protocols).
+    pub outbound_detect_timeout: Duration,
     /// Limit for reading a request's headers (slowloris).
     pub header_read_timeout: Duration,
     /// Add `x-switchyard-backend: NAME` to responses (testers, demos).
@@ -114,6 +117,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             connect_timeout: Duration::from_secs(5),
+            outbound_detect_timeout: Duration::from_millis(500),
             header_read_timeout: Duration::from_secs(30),
             expose_backend: false,
             set_decision_header: false,

@@ -45,6 +45,9 @@ pub struct State {
     shutting_down: AtomicBool,
     /// Set by `POST /healthcheck/fail`, cleared by `POST /healthcheck/ok`.
     health_failed: AtomicBool,
+    /// The sidecar's local application port: every table gets a route to
+    /// `127.0.0.1:PORT` for the inbound listener.
+    local_app: Option<u16>,
 }
 
 /// The outcome of a successful apply.
@@ -69,6 +72,16 @@ pub struct Applier {
 impl State {
     /// Empty state: no table yet.
     pub fn new() -> Arc<Self> {
+        Self::build(None)
+    }
+
+    /// Empty state of a sidecar whose inbound listener serves the local
+    /// application on `127.0.0.1:port`.
+    pub fn with_local_app(port: u16) -> Arc<Self> {
+        Self::build(Some(port))
+    }
+
+    fn build(local_app: Option<u16>) -> Arc<Self> {
         Arc::new(Self {
             current: ArcSwapOption::empty(),
             registry: Registry::default(),
@@ -77,7 +90,13 @@ impl State {
             metrics: Metrics::new(),
             shutting_down: AtomicBool::new(false),
             health_failed: AtomicBool::new(false),
+            local_app,
         })
+    }
+
+    /// The local application's port, in a sidecar with an inbound listener.
+    pub fn local_app(&self) -> Option<u16> {
+        self.local_app
     }
 
     /// The current snapshot; a request keeps this `Arc` until it ends.
@@ -162,7 +181,10 @@ impl Applier {
                 warnings,
             });
         }
-        let compiled = CompiledTable::compile(table)?;
+        let mut compiled = CompiledTable::compile(table)?;
+        if let Some(port) = self.state.local_app {
+            compiled = compiled.with_local_app(port);
+        }
         let backends = self.state.registry.sync(&compiled)?;
         let metrics = self.state.metrics.for_table(&compiled);
         self.state.current.store(Some(Arc::new(Snapshot {

@@ -57,7 +57,7 @@ impl TestProxy {
         let listeners = Listeners {
             proxy: vec![proxy],
             admin: Some(admin),
-            tls: None,
+            ..Listeners::default()
         };
         let task = tokio::spawn(switchyard_proxy::run(
             listeners,

@@ -32,6 +32,40 @@ pub(crate) struct HostGroups {
     pub(crate) any: Vec<u32>,
 }
 
+/// Hostnames that routes name explicitly, exact and wildcard.
+#[derive(Debug, Default)]
+pub(crate) struct HostNames {
+    exact: HashSet<Box<str>>,
+    /// Suffixes after `*.`.
+    wildcard: Vec<Box<str>>,
+}
+
+// === impl HostNames ===
+
+impl HostNames {
+    /// Adds a route's (validated, lowercase) hostnames.
+    pub(crate) fn extend(&mut self, hostnames: &[String]) {
+        for hostname in hostnames {
+            match hostname.strip_prefix("*.") {
+                Some(suffix) => self.wildcard.push(suffix.into()),
+                None => {
+                    self.exact.insert(hostname.as_str().into());
+                }
+            }
+        }
+    }
+
+    /// Whether a request's host (port and case ignored) is named.
+    pub(crate) fn covers(&self, host: &str) -> bool {
+        let host = normalize_host(host);
+        self.exact.contains(host.as_ref())
+            || self
+                .wildcard
+                .iter()
+                .any(|suffix| wildcard_covers(suffix, &host))
+    }
+}
+
 // === impl HostIndex ===
 
 impl HostIndex {

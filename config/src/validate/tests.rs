@@ -71,6 +71,10 @@ rejects! {
         ["routes[0].hostnames[0]: invalid hostname \"a.*.com\": label \"*\" must be 1-63 lowercase letters, digits or '-', not starting or ending with '-' (a wildcard is allowed only as a leading \"*.\")"];
     hostname_is_ip: format!("{BACKENDS}routes:\n  - {{ name: r, hostnames: [\"10.0.0.1\"], rules: [{{ backend: blue }}] }}\n") =>
         ["routes[0].hostnames[0]: invalid hostname \"10.0.0.1\": an IP address is not a hostname"];
+    destination_not_an_address: format!("{BACKENDS}routes:\n  - {{ name: r, destinations: [\"reviews:80\", \"10.0.0.1:0\"], rules: [{{ backend: blue }}] }}\n") => [
+        "routes[0].destinations[0]: invalid destination \"reviews:80\": must be an IP address and a non-zero port, as a Service's cluster IP and port (10.96.0.10:80, [fd00::a]:80)",
+        "routes[0].destinations[1]: invalid destination \"10.0.0.1:0\": must be an IP address and a non-zero port, as a Service's cluster IP and port (10.96.0.10:80, [fd00::a]:80)",
+    ];
     path_without_slash: with_rule("{ matches: [{ path: { value: api } }], backend: blue }") =>
         ["routes[0].rules[0].matches[0].path.value: path \"api\" must start with '/'"];
     path_with_double_slash: with_rule("{ matches: [{ path: { type: Exact, value: \"/a//b\" } }], backend: blue }") =>

@@ -236,8 +236,7 @@ impl FollowingProxy {
         tokio::spawn(switchyard_proxy::run(
             Listeners {
                 proxy: vec![listener],
-                admin: None,
-                tls: None,
+                ..Listeners::default()
             },
             applier.clone(),
             Settings {

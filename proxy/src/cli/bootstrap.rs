@@ -19,6 +19,11 @@ struct Bootstrap {
     #[serde(default)]
     listen: Vec<String>,
     admin: Option<String>,
+    #[serde(default)]
+    outbound: Vec<String>,
+    inbound: Option<String>,
+    app_port: Option<u16>,
+    outbound_detect_timeout: Option<GwDuration>,
     workers: Option<usize>,
     connect_timeout: Option<GwDuration>,
     header_read_timeout: Option<GwDuration>,
@@ -99,6 +104,9 @@ pub(super) struct Resolved {
     pub(super) listen: Vec<String>,
     pub(super) tls_listen: Vec<String>,
     pub(super) tls: Option<TlsSettings>,
+    pub(super) outbound: Vec<String>,
+    /// The inbound listener and the local application's port.
+    pub(super) inbound: Option<(String, u16)>,
     pub(super) admin: String,
     pub(super) workers: Option<usize>,
     pub(super) reload_poll_interval: Duration,
@@ -165,6 +173,12 @@ pub(super) fn resolve(args: RunArgs) -> anyhow::Result<Resolved> {
             file.connect_timeout,
             defaults.connect_timeout,
             "connect-timeout",
+        )?,
+        outbound_detect_timeout: duration(
+            &args.outbound_detect_timeout,
+            file.outbound_detect_timeout,
+            defaults.outbound_detect_timeout,
+            "outbound-detect-timeout",
         )?,
         header_read_timeout: duration(
             &args.header_read_timeout,
@@ -314,9 +328,27 @@ pub(super) fn resolve(args: RunArgs) -> anyhow::Result<Resolved> {
     } else {
         args.tls_listen.clone()
     };
+    let outbound = if args.outbound.is_empty() {
+        file.outbound.clone()
+    } else {
+        args.outbound.clone()
+    };
+    let inbound = match (
+        args.inbound.clone().or(file.inbound.clone()),
+        args.app_port.or(file.app_port),
+    ) {
+        (Some(address), Some(port)) if port != 0 => Some((address, port)),
+        (Some(_), _) => {
+            anyhow::bail!("--inbound needs --app-port PORT (1-65535): the local application's port")
+        }
+        (None, Some(_)) => {
+            anyhow::bail!("--app-port without --inbound: no listener would serve it")
+        }
+        (None, None) => None,
+    };
     anyhow::ensure!(
-        !listen.is_empty() || !tls_listen.is_empty(),
-        "no listener: pass --listen ADDR or --tls-listen ADDR (or `listen:` in the bootstrap file)"
+        !listen.is_empty() || !tls_listen.is_empty() || !outbound.is_empty() || inbound.is_some(),
+        "no listener: pass --listen ADDR, --tls-listen ADDR, --outbound ADDR or --inbound ADDR (or `listen:` in the bootstrap file)"
     );
     let tls = tls_settings(&args, &file, &tls_listen)?;
     Ok(Resolved {
@@ -324,6 +356,8 @@ pub(super) fn resolve(args: RunArgs) -> anyhow::Result<Resolved> {
         listen,
         tls_listen,
         tls,
+        outbound,
+        inbound,
         admin: args
             .admin
             .or(file.admin)

@@ -24,7 +24,11 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
         Err(error) => return usage_error(&error),
     };
     runtime.block_on(async move {
-        let applier = Applier::new(State::new());
+        let state = match &resolved.inbound {
+            Some((_, app_port)) => State::with_local_app(*app_port),
+            None => State::new(),
+        };
+        let applier = Applier::new(state);
         let (stop_tx, stop_rx) = watch::channel(false);
         let follow_source = match resolved.source {
             Source::File(path) => {
@@ -46,7 +50,17 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
                 tokio::spawn(control_plane::follow(*plane, applier.clone(), stop_rx))
             }
         };
-        let listeners = match bind(&resolved.listen, &resolved.admin).await {
+        let bound = async {
+            let mut listeners = bind(&resolved.listen, &resolved.admin).await?;
+            for address in &resolved.outbound {
+                listeners.outbound.push(bind_one(address).await?);
+            }
+            if let Some((address, _)) = &resolved.inbound {
+                listeners.inbound = Some(bind_one(address).await?);
+            }
+            anyhow::Ok(listeners)
+        };
+        let listeners = match bound.await {
             Ok(listeners) => listeners,
             Err(error) => {
                 follow_source.abort();
@@ -142,7 +156,7 @@ async fn bind(listen: &[String], admin: &str) -> anyhow::Result<Listeners> {
     Ok(Listeners {
         proxy,
         admin: Some(bind_one(admin).await?),
-        tls: None,
+        ..Listeners::default()
     })
 }
 
@@ -183,6 +197,14 @@ fn log_addresses(listeners: &Listeners) {
         if let Ok(address) = listener.local_addr() {
             tracing::info!(%address, "proxy listening");
         }
+    }
+    for listener in &listeners.outbound {
+        if let Ok(address) = listener.local_addr() {
+            tracing::info!(%address, "sidecar outbound listening");
+        }
+    }
+    if let Some(address) = listeners.inbound.as_ref().and_then(|l| l.local_addr().ok()) {
+        tracing::info!(%address, "sidecar inbound listening");
     }
     if let Some(address) = listeners.admin.as_ref().and_then(|l| l.local_addr().ok()) {
         tracing::info!(%address, "admin listening");

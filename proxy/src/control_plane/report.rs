@@ -54,7 +54,15 @@ impl Reporter {
         report.source = snapshot.origin.clone();
         let mut per_backend: HashMap<&str, (u64, u64)> = HashMap::new();
         let mut totals = HashMap::new();
+        let local_app_route = snapshot
+            .table
+            .local_app_rule()
+            .map(|found| found.rule.route);
         for ((route, backend), all, errors) in snapshot.metrics.pair_totals() {
+            // The sidecar's inbound route is not the table's: not reported.
+            if Some(route as usize) == local_app_route {
+                continue;
+            }
             let route_name = &snapshot.table.routes()[route as usize].name;
             let backend_name = &snapshot.table.backends()[backend as usize].name;
             let key = (route_name.clone(), backend_name.clone());

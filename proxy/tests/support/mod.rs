@@ -66,7 +66,26 @@ impl Proxy {
     /// Like `spawn`; with `capture_stdout`, stdout is a pipe the test reads
     /// (`child.stdout`), else it is discarded.
     pub fn spawn_with(args: &[&str], capture_stdout: bool) -> Self {
-        let mut child = Command::new(BIN)
+        Self::spawn_wrapped(&[], BIN, args, capture_stdout)
+    }
+
+    /// Runs `binary` with `args` under a `wrapper` command (`ip netns exec
+    /// NS setpriv ...`); empty runs it directly.
+    pub fn spawn_wrapped(
+        wrapper: &[&str],
+        binary: &str,
+        args: &[&str],
+        capture_stdout: bool,
+    ) -> Self {
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(if capture_stdout {
