@@ -507,18 +507,7 @@ async fn drain_via_the_cli_shows_progress_then_drained() {
 async fn a_watched_directory_applies_each_group_file_and_records_its_path() {
     let work = Workspace::new();
     let watched = work.path("tables");
-    std::fs::create_dir(&watched).unwrap();
-    let daemon = Daemon::start(
-        &work,
-        "127.0.0.1:0",
-        &[
-            "--watch",
-            watched.to_str().unwrap(),
-            "--watch-interval",
-            "50ms",
-        ],
-    )
-    .await;
+    let daemon = Daemon::start_watching(&work, &watched).await;
     let (blue, green) = (backend("blue").await, backend("green").await);
     let file = watched.join("edge.yaml");
     std::fs::write(&file, split_table(blue, green, 3, 1)).unwrap();

@@ -73,6 +73,15 @@ impl Daemon {
         Self::start_tls(work, listen, extra, None).await
     }
 
+    /// Starts the daemon applying the group files of `watched` (created
+    /// here), read every 50 ms.
+    pub async fn start_watching(work: &Workspace, watched: &Path) -> Self {
+        std::fs::create_dir_all(watched).unwrap();
+        let watched = watched.to_str().unwrap();
+        let args = ["--watch", watched, "--watch-interval", "50ms"];
+        Self::start(work, "127.0.0.1:0", &args).await
+    }
+
     /// Like `start`, for a daemon serving TLS that `tls` can talk to.
     pub async fn start_tls(
         work: &Workspace,
