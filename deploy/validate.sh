@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 # sleep action are GA from 1.33/1.34) and the newest the validator knows.
 VERSIONS=(1.34.0 1.37.0)
 VALIDATOR_VERSION=1.37.0
+KUBECTL="${KUBECTL:-kubectl}"
 
 if ! command -v kubernetes-validate >/dev/null 2>&1; then
   python3 -m pip install --quiet "kubernetes-validate==${VALIDATOR_VERSION}"
@@ -31,12 +32,14 @@ kustomizations=(
 )
 for dir in "${kustomizations[@]}"; do
   name=$(echo "$dir" | tr / _)
-  if command -v kubectl >/dev/null 2>&1; then
-    kubectl kustomize "$dir" >"$out/$name.yaml"
+  if command -v "$KUBECTL" >/dev/null 2>&1; then
+    "$KUBECTL" kustomize "$dir" >"$out/$name.yaml"
   else
     echo "kubectl not found: validating the files of $dir without kustomize"
     for file in "$dir"/*.yaml; do
       [ "$(basename "$file")" = kustomization.yaml ] && continue
+      # Only Kubernetes objects (backends.yaml is a table document).
+      grep -q '^apiVersion:' "$file" || continue
       cp "$file" "$out/${name}_$(basename "$file")"
     done
   fi
