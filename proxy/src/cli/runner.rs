@@ -75,6 +75,11 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
             }
         };
         log_addresses(&listeners);
+        if !listeners.outbound.is_empty() && effective_uid() == Some(0) {
+            tracing::warn!(
+                "the outbound listener runs as root: interception rules exempt the proxy by uid, and root's own traffic is intercepted like the app's, so upstream connections may loop back into the proxy; run it as its own uid (2102 in deploy/)"
+            );
+        }
         let settings = Settings {
             log_level,
             ..resolved.settings
@@ -209,6 +214,14 @@ fn log_addresses(listeners: &Listeners) {
     if let Some(address) = listeners.admin.as_ref().and_then(|l| l.local_addr().ok()) {
         tracing::info!(%address, "admin listening");
     }
+}
+
+/// The process's effective uid, from `/proc` (Linux; `None` elsewhere).
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    // Real, effective, saved, filesystem.
+    line.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// Completes on SIGTERM or SIGINT; a second signal exits at once.
