@@ -55,15 +55,7 @@ pub async fn watch_file(
         .unwrap_or_else(|| PathBuf::from("."));
     let file_name = path.file_name().map(ToOwned::to_owned);
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // Only events about the table file itself, or about the `..data`
-        // style entries a ConfigMap volume swaps; the directory may be busy.
-        let relevant = event.is_ok_and(|event| {
-            event.paths.iter().any(|p| {
-                let name = p.file_name();
-                name == file_name.as_deref()
-                    || name.is_some_and(|n| n.to_string_lossy().starts_with(".."))
-            })
-        });
+        let relevant = event.is_ok_and(|event| changes_table(&event, file_name.as_deref()));
         if relevant {
             // A full channel already holds a pending reload.
             let _ = events_tx.try_send(());
@@ -113,6 +105,21 @@ pub async fn watch_file(
     }
 }
 
+/// Whether a file-system event may have changed the table: a change (not
+/// a mere read: our own reads of the file raise open and access events,
+/// which would otherwise trigger a read again, forever) of the table file
+/// itself or of the `..data` style entries a ConfigMap volume swaps; the
+/// directory may be busy with other files.
+fn changes_table(event: &notify::Event, file_name: Option<&std::ffi::OsStr>) -> bool {
+    if matches!(event.kind, notify::EventKind::Access(_)) {
+        return false;
+    }
+    event.paths.iter().any(|p| {
+        let name = p.file_name();
+        name == file_name || name.is_some_and(|n| n.to_string_lossy().starts_with(".."))
+    })
+}
+
 fn origin(path: &Path) -> String {
     format!("file {}", path.display())
 }
@@ -158,5 +165,30 @@ fn warn_if_subpath_mount(path: &Path) {
         .any(|mount_point| Path::new(mount_point) == canonical);
     if is_mount_point {
         tracing::warn!(path = %path.display(), "the table file is a mount point of its own (a Kubernetes subPath mount?); such files are never updated, so mount the ConfigMap as a directory");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, EventKind, ModifyKind};
+
+    fn event(kind: EventKind, path: &str) -> notify::Event {
+        notify::Event::new(kind).add_path(PathBuf::from(path))
+    }
+
+    #[test]
+    fn reads_of_the_table_are_not_changes() {
+        let name = Some(std::ffi::OsStr::new("table.yaml"));
+        let read = EventKind::Access(AccessKind::Close(AccessMode::Read));
+        let opened = EventKind::Access(AccessKind::Open(AccessMode::Any));
+        for kind in [read, opened] {
+            assert!(!changes_table(&event(kind, "/etc/sy/table.yaml"), name));
+        }
+        let written = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+        assert!(changes_table(&event(written, "/etc/sy/table.yaml"), name));
+        let swapped = EventKind::Create(CreateKind::Any);
+        assert!(changes_table(&event(swapped, "/etc/sy/..data_tmp"), name));
+        assert!(!changes_table(&event(written, "/etc/sy/other.yaml"), name));
     }
 }
