@@ -53,10 +53,11 @@ impl Outbound {
         peer: SocketAddr,
     ) -> Option<(Prefixed<TcpStream>, SocketAddr)> {
         let metrics = self.state.metrics();
+        let local = stream.local_addr().ok().map(canonical);
         let destination = match original_destination(&stream) {
             // Not redirected: passing it "through" would connect back to
             // this listener, forever.
-            Ok(destination) if Some(destination) == stream.local_addr().ok() => {
+            Ok(destination) if Some(destination) == local => {
                 tracing::debug!(%peer, "outbound connection was not redirected; refused");
                 metrics.count_outbound("refused");
                 return None;
@@ -117,11 +118,20 @@ async fn pass_through(
     Ok(())
 }
 
-/// Where a connection redirected by iptables `REDIRECT` was going.
+/// An IPv4 address as itself, not mapped into IPv6 (a dual-stack `[::]`
+/// listener sees IPv4 clients as `::ffff:a.b.c.d`).
+fn canonical(address: SocketAddr) -> SocketAddr {
+    SocketAddr::new(address.ip().to_canonical(), address.port())
+}
+
+/// Where a connection redirected by iptables or ip6tables `REDIRECT` was
+/// going.
 #[cfg(target_os = "linux")]
 fn original_destination(stream: &TcpStream) -> io::Result<SocketAddr> {
     let socket = socket2::SockRef::from(stream);
-    let address = match stream.local_addr()? {
+    // An IPv4 connection on a dual-stack listener was redirected by
+    // iptables, whose answer is the IPv4 one.
+    let address = match canonical(stream.local_addr()?) {
         SocketAddr::V4(_) => socket.original_dst_v4()?,
         SocketAddr::V6(_) => socket.original_dst_v6()?,
     };

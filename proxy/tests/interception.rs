@@ -437,3 +437,53 @@ fn inbound_connections_reach_the_local_app_through_the_proxy() {
     assert_eq!(direct.header("x-switchyard-backend"), None, "{direct:?}");
     assert_eq!(direct.body, "hello from app (you asked for /)\n");
 }
+
+#[test]
+fn ipv6_is_intercepted_too_and_one_dual_stack_listener_serves_both() {
+    skip_unless_possible!();
+    let has_ip6tables = Command::new("sh")
+        .args(["-c", "command -v ip6tables"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !has_ip6tables {
+        eprintln!("skipped: ip6tables is not installed");
+        return;
+    }
+    let pod = Namespace::create("v6");
+    pod.ip(&["addr", "add", "10.77.0.2/32", "dev", "lo"]);
+    for address in ["fd00::2/128", "fd00::3/128"] {
+        pod.ip(&["-6", "addr", "add", address, "dev", "lo", "nodad"]);
+    }
+    let (blue6, green6) = ("[fd00::2]:8080", "[fd00::3]:8080");
+    let servers = Servers::new();
+    servers.backend(&pod, blue6, "blue");
+    servers.backend(&pod, green6, "green");
+    servers.backend(&pod, BLUE, "blue");
+    // One route for blue's IPv6 and IPv4 addresses: a Service's two
+    // cluster IPs in a dual-stack cluster.
+    let table = format!(
+        "backends:\n  blue: {{ endpoints: [\"{blue6}\"] }}\n  green: {{ endpoints: [\"{green6}\"] }}\nroutes:\n  - name: app\n    destinations: [\"{blue6}\", \"{BLUE}\"]\n    rules:\n      - split: {{ weights: {{ blue: 1, green: 1 }}, mode: sequence }}\n"
+    );
+    let (_dir, table_path, binary) = readable_dir(&table);
+    let installed = iptables_script(&pod, &["install", "--proxy-uid", PROXY_UID, "--ipv6", "on"]);
+    assert!(installed.contains("IPv6 on"), "{installed}");
+    // `[::]` also takes IPv4 connections (as `::ffff:a.b.c.d`).
+    let _proxy = start_proxy(&pod, &binary, &table_path, &["--outbound", "[::]:15001"]);
+
+    for destination in [blue6, BLUE, blue6, BLUE] {
+        let answer = get(&pod, destination);
+        let chosen = answer.header("x-switchyard-backend");
+        assert!(
+            matches!(chosen, Some("blue" | "green")),
+            "{destination} not through the proxy: {answer:?}"
+        );
+    }
+    assert_eq!(outbound_count(&pod, "routed"), 4);
+
+    iptables_script(&pod, &["remove"]);
+    let rules = pod.exec("ip6tables", &["-t", "nat", "-S"]);
+    assert!(!rules.contains("SWITCHYARD"), "IPv6 rules left: {rules}");
+    let direct = get(&pod, blue6);
+    assert_eq!(direct.header("x-switchyard-backend"), None, "{direct:?}");
+    assert_eq!(direct.header("x-demo-backend"), Some("blue"));
+}
