@@ -350,3 +350,88 @@ fn control_plane_flags_are_checked_and_a_cached_table_serves_while_it_is_down() 
         cached.logs().contains("control plane unreachable")
     });
 }
+
+#[test]
+fn sidecar_listeners_from_a_bootstrap_file_and_their_flags_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let backends = Backends::start();
+    let table = dir.path().join("table.yaml");
+    std::fs::write(&table, backends.table_to("green")).unwrap();
+    let table_arg = table.to_str().unwrap();
+
+    // An inbound listener needs the app's port, and the reverse.
+    let (code, _, stderr) = exit_code(&["run", "--table", table_arg, "--inbound", "127.0.0.1:0"]);
+    assert_eq!(code, 64);
+    assert!(stderr.contains("--app-port"), "{stderr}");
+    let lonely_port = dir.path().join("lonely.yaml");
+    std::fs::write(&lonely_port, "listen: [\"127.0.0.1:0\"]\napp_port: 8080\n").unwrap();
+    let (code, _, stderr) = exit_code(&[
+        "run",
+        "--table",
+        table_arg,
+        "--bootstrap",
+        lonely_port.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 64);
+    assert!(stderr.contains("--app-port without --inbound"), "{stderr}");
+
+    // The blue demo backend plays the pod's application.
+    let bootstrap = dir.path().join("sidecar.yaml");
+    std::fs::write(
+        &bootstrap,
+        format!(
+            "table: {table_arg}\nadmin: 127.0.0.1:0\noutbound: [\"127.0.0.1:0\"]\ninbound: 127.0.0.1:0\napp_port: {}\noutbound_detect_timeout: 200ms\n",
+            backends.blue.port()
+        ),
+    )
+    .unwrap();
+    let proxy = Proxy::spawn(&["run", "--bootstrap", bootstrap.to_str().unwrap()]);
+    let logs = proxy.logs();
+    assert!(logs.contains("sidecar outbound listening"), "{logs}");
+    let inbound: std::net::SocketAddr = logs
+        .lines()
+        .find(|l| l.contains("sidecar inbound listening"))
+        .and_then(|l| l.split("address=").nth(1))
+        .map(|a| a.trim().parse().unwrap())
+        .unwrap_or_else(|| panic!("no inbound address in {logs}"));
+    // The table would send everything to green; the inbound listener
+    // sends to the local app whatever the table says.
+    let (status, body) = http(inbound, "GET", "/from-a-peer", &[], "");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "hello from blue (you asked for /from-a-peer)\n")
+    );
+    let metrics = http(proxy.admin, "GET", "/metrics", &[], "").1;
+    let port = backends.blue.port();
+    let series = format!(
+        "switchyard_http_requests_total{{route=\"inbound:{port}\",backend=\"local:{port}\",status_class=\"2xx\"}} 1"
+    );
+    assert!(metrics.contains(&series), "{metrics}");
+    // A connection to the outbound listener that iptables did not redirect
+    // is refused rather than looped back (here there are no rules at all).
+    let outbound: std::net::SocketAddr = logs
+        .lines()
+        .find(|l| l.contains("sidecar outbound listening"))
+        .and_then(|l| l.split("address=").nth(1))
+        .map(|a| a.trim().parse().unwrap())
+        .unwrap();
+    let mut stream = std::net::TcpStream::connect(outbound).unwrap();
+    stream.set_read_timeout(Some(support::DEADLINE)).unwrap();
+    std::io::Write::write_all(&mut stream, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    // Closed unread, so the kernel may answer with a reset instead of EOF.
+    let read = std::io::Read::read_to_end(&mut stream, &mut answer);
+    let closed = match &read {
+        Ok(_) => true,
+        Err(error) => error.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(
+        closed && answer.is_empty(),
+        "closed without an answer: {read:?} {answer:?}"
+    );
+    let metrics = http(proxy.admin, "GET", "/metrics", &[], "").1;
+    assert!(
+        metrics.contains("switchyard_outbound_connections_total{handling=\"refused\"} 1"),
+        "{metrics}"
+    );
+}
