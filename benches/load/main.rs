@@ -16,6 +16,7 @@
 
 mod backend;
 mod extended;
+mod extended_summary;
 mod measure;
 mod swap;
 
@@ -23,6 +24,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use extended_summary::ExtendedRun;
 use measure::{Run, Summary};
 
 /// Flags turning off every hardening limit and timer of the proxy.
@@ -194,17 +196,29 @@ fn main() -> anyhow::Result<()> {
         .collect();
     println!("{}", measure::markdown(&summaries, &options_line(&options)));
 
-    // The figures of one run each: h2c, latency at a fixed rate, memory.
-    let mut rows = Vec::new();
-    for target in targets
+    // h2c, latency at a fixed rate and memory, in interleaved rounds too.
+    let extended_targets: Vec<&Target> = targets
         .iter()
         .filter(|t| matches!(t.name, "direct" | "switchyard" | "nginx" | "haproxy"))
-    {
-        let row = measure_extended(target, &backends.blue.to_string(), &options)?;
-        eprintln!("extended {:<10} {row:?}", target.name);
-        rows.push(row);
+        .collect();
+    let mut extended_runs: Vec<(&str, Vec<ExtendedRun>)> = extended_targets
+        .iter()
+        .map(|t| (t.name, Vec::new()))
+        .collect();
+    for round in 1..=options.rounds {
+        for (index, target) in extended_targets.iter().enumerate() {
+            let run = measure_extended(target, &backends.blue.to_string(), &options)?;
+            eprintln!(
+                "extended round {round}/{} {:<10} {run:?}",
+                options.rounds, target.name
+            );
+            extended_runs[index].1.push(run);
+        }
     }
-    println!("{}", extended_markdown(&rows));
+    println!(
+        "{}",
+        extended_summary::markdown(&extended_runs, FIXED_RATE, IDLE_CONNECTIONS)
+    );
     let bin = options.proxy_bin.clone();
     let run_table = |name: &'static str, text: String| -> anyhow::Result<(usize, f64)> {
         let path = dir.join(format!("{name}.yaml"));
@@ -286,18 +300,6 @@ fn measure_target(
     result
 }
 
-/// One target's h2c, fixed-rate and memory figures.
-#[derive(Debug)]
-struct Extended {
-    name: &'static str,
-    h2_rps: f64,
-    h2_cpu: Option<f64>,
-    p50: f64,
-    p99: f64,
-    rss_fresh_kib: Option<u64>,
-    per_idle_connection_kib: Option<f64>,
-}
-
 /// Requests per second for the latency figure, as issue #8 sets it.
 const FIXED_RATE: u32 = 5_000;
 /// Idle keep-alive connections for the memory figure. Issue #8 asks for
@@ -305,12 +307,15 @@ const FIXED_RATE: u32 = 5_000;
 /// machine's hard descriptor limit is 20,000, so every proxy gets 9,000.
 const IDLE_CONNECTIONS: usize = 9_000;
 
-fn measure_extended(target: &Target, direct: &str, options: &Options) -> anyhow::Result<Extended> {
+fn measure_extended(
+    target: &Target,
+    direct: &str,
+    options: &Options,
+) -> anyhow::Result<ExtendedRun> {
     let Some(start) = &target.start else {
         let (h2_rps, _) = extended::h2load(direct, None, options.duration)?;
         let (p50, p99) = extended::fixed_rate(direct, FIXED_RATE, options.duration)?;
-        return Ok(Extended {
-            name: target.name,
+        return Ok(ExtendedRun {
             h2_rps,
             h2_cpu: None,
             p50,
@@ -335,36 +340,17 @@ fn measure_extended(target: &Target, direct: &str, options: &Options) -> anyhow:
         )?;
         let (p50, p99) = extended::fixed_rate(&listen, FIXED_RATE, options.duration)?;
         let (fresh, per_connection) = extended::idle_memory(&listen, child.id(), IDLE_CONNECTIONS)?;
-        Ok(Extended {
-            name: target.name,
+        Ok(ExtendedRun {
             h2_rps,
             h2_cpu,
             p50,
             p99,
-            rss_fresh_kib: Some(fresh),
+            rss_fresh_kib: Some(fresh as f64),
             per_idle_connection_kib: Some(per_connection),
         })
     })();
     stop(&mut child);
     result
-}
-
-fn extended_markdown(rows: &[Extended]) -> String {
-    let mut out = format!(
-        "\nOne run each: h2c by `h2load -t1 -c16 -m10`, latency at {FIXED_RATE} req/s (open loop, 16 HTTP/1.1 connections), memory with {IDLE_CONNECTIONS} idle keep-alive connections\n\n| target | h2c req/s | h2c proxy CPU us/req | p50 / p99 at {FIXED_RATE} req/s (us) | RSS fresh (KiB) | KiB per idle connection |\n|---|---|---|---|---|---|\n"
-    );
-    for row in rows {
-        let cpu = row.h2_cpu.map_or("-".to_owned(), |c| format!("{c:.1}"));
-        let fresh = row.rss_fresh_kib.map_or("-".to_owned(), |k| k.to_string());
-        let idle = row
-            .per_idle_connection_kib
-            .map_or("-".to_owned(), |k| format!("{k:.2}"));
-        out.push_str(&format!(
-            "| {} | {:.0} | {cpu} | {:.0} / {:.0} | {fresh} | {idle} |\n",
-            row.name, row.h2_rps, row.p50, row.p99
-        ));
-    }
-    out
 }
 
 /// A table of `routes` routes where the request matches only the last.
@@ -403,16 +389,25 @@ fn admin_of(listen: &str) -> String {
     )
 }
 
-/// A port whose successor is free too (proxy and admin listeners).
+/// Three consecutive free ports (proxy, admin, and a peer's h2c port),
+/// searched below the kernel's ephemeral range: the memory figure leaves
+/// tens of thousands of client ports in TIME_WAIT there, which made a
+/// random pick with free neighbours fail after a few rounds.
 fn free_port_pair() -> anyhow::Result<u16> {
-    for _ in 0..100 {
-        let port = free_port()?;
-        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
-        if port < u16::MAX - 2 && free(port + 1) && free(port + 2) {
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+    let lowest = 20_000.min(ephemeral_start.saturating_sub(3_000));
+    let mut port = lowest;
+    while port.saturating_add(2) < ephemeral_start {
+        if free(port) && free(port + 1) && free(port + 2) {
             return Ok(port);
         }
+        port += 3;
     }
-    anyhow::bail!("no two consecutive free ports")
+    anyhow::bail!("no three consecutive free ports between {lowest} and {ephemeral_start}")
 }
 
 fn stop(child: &mut Child) {
@@ -469,12 +464,6 @@ fn pinned_to_cpu0() -> bool {
             })
         })
         .unwrap_or(false)
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 fn tempdir() -> anyhow::Result<PathBuf> {

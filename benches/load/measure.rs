@@ -183,7 +183,7 @@ pub(crate) fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-fn median_min_max(mut values: Vec<f64>) -> (f64, f64, f64) {
+pub(crate) fn median_min_max(mut values: Vec<f64>) -> (f64, f64, f64) {
     values.sort_by(f64::total_cmp);
     let median = if values.is_empty() {
         f64::NAN
