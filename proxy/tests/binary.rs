@@ -387,13 +387,12 @@ fn sidecar_listeners_from_a_bootstrap_file_and_their_flags_checked() {
     .unwrap();
     let proxy = Proxy::spawn(&["run", "--bootstrap", bootstrap.to_str().unwrap()]);
     let logs = proxy.logs();
-    assert!(logs.contains("sidecar outbound listening"), "{logs}");
-    let inbound: std::net::SocketAddr = logs
-        .lines()
-        .find(|l| l.contains("sidecar inbound listening"))
-        .and_then(|l| l.split("address=").nth(1))
-        .map(|a| a.trim().parse().unwrap())
-        .unwrap_or_else(|| panic!("no inbound address in {logs}"));
+    let [inbound] = proxy.addresses_logged("sidecar inbound listening")[..] else {
+        panic!("not one inbound address in {logs}");
+    };
+    let [outbound] = proxy.addresses_logged("sidecar outbound listening")[..] else {
+        panic!("not one outbound address in {logs}");
+    };
     // The table would send everything to green; the inbound listener
     // sends to the local app whatever the table says.
     let (status, body) = http(inbound, "GET", "/from-a-peer", &[], "");
@@ -409,12 +408,6 @@ fn sidecar_listeners_from_a_bootstrap_file_and_their_flags_checked() {
     assert!(metrics.contains(&series), "{metrics}");
     // A connection to the outbound listener that iptables did not redirect
     // is refused rather than looped back (here there are no rules at all).
-    let outbound: std::net::SocketAddr = logs
-        .lines()
-        .find(|l| l.contains("sidecar outbound listening"))
-        .and_then(|l| l.split("address=").nth(1))
-        .map(|a| a.trim().parse().unwrap())
-        .unwrap();
     let mut stream = std::net::TcpStream::connect(outbound).unwrap();
     stream.set_read_timeout(Some(support::DEADLINE)).unwrap();
     std::io::Write::write_all(&mut stream, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();

@@ -115,22 +115,25 @@ impl Proxy {
         eventually("the proxy reports its addresses", || {
             proxy.logs().contains("admin listening")
         });
-        let logs = proxy.logs();
-        let address_after = |marker: &str| -> Vec<SocketAddr> {
-            logs.lines()
-                .filter(|l| l.contains(marker))
-                // Text logs say `address=ADDR`, JSON logs `"address":"ADDR"`.
-                .filter_map(|l| {
-                    l.split("address=")
-                        .nth(1)
-                        .or_else(|| l.split("\"address\":\"").nth(1)?.split('"').next())
-                })
-                .map(|a| a.trim().parse().unwrap())
-                .collect()
-        };
-        proxy.proxy = address_after("proxy listening");
-        proxy.admin = address_after("admin listening")[0];
+        proxy.proxy = proxy.addresses_logged("proxy listening");
+        proxy.admin = proxy.addresses_logged("admin listening")[0];
         proxy
+    }
+
+    /// The addresses of the log lines containing `marker` (a listener's
+    /// "... listening" line), in log order.
+    pub fn addresses_logged(&self, marker: &str) -> Vec<SocketAddr> {
+        self.logs()
+            .lines()
+            .filter(|l| l.contains(marker))
+            // Text logs say `address=ADDR`, JSON logs `"address":"ADDR"`.
+            .filter_map(|l| {
+                l.split("address=")
+                    .nth(1)
+                    .or_else(|| l.split("\"address\":\"").nth(1)?.split('"').next())
+            })
+            .map(|a| a.trim().parse().unwrap())
+            .collect()
     }
 
     /// `run --table TABLE` on ports from the OS, plus `extra` flags.
