@@ -18,14 +18,16 @@ mod backend;
 mod extended;
 mod extended_summary;
 mod measure;
+mod process;
 mod swap;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
+use std::time::Duration;
 
 use extended_summary::ExtendedRun;
 use measure::{Run, Summary};
+use process::{free_port_triple, pinned, pinned_to_cpu0, stop, tempdir, wait_ready, which};
 
 /// Flags turning off every hardening limit and timer of the proxy.
 const UNPROTECTED: &[&str] = &[
@@ -268,7 +270,7 @@ fn measure_target(
     let Some(start) = &target.start else {
         return measure::wrk(direct, None, options.duration, options.connections);
     };
-    let port = free_port_pair()?;
+    let port = free_port_triple()?;
     let listen = format!("127.0.0.1:{port}");
     let mut child = start(&listen)?;
     let ready = wait_ready(&listen, Duration::from_secs(10));
@@ -324,7 +326,7 @@ fn measure_extended(
             per_idle_connection_kib: None,
         });
     };
-    let port = free_port_pair()?;
+    let port = free_port_triple()?;
     let listen = format!("127.0.0.1:{port}");
     let mut child = start(&listen)?;
     let result = (|| {
@@ -387,89 +389,6 @@ fn admin_of(listen: &str) -> String {
         "{host}:{}",
         port.parse::<u16>().unwrap_or(0).wrapping_add(1)
     )
-}
-
-/// Three consecutive free ports (proxy, admin, and a peer's h2c port),
-/// searched below the kernel's ephemeral range: the memory figure leaves
-/// tens of thousands of client ports in TIME_WAIT there, which made a
-/// random pick with free neighbours fail after a few rounds.
-fn free_port_pair() -> anyhow::Result<u16> {
-    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
-    let lowest = 20_000.min(ephemeral_start.saturating_sub(3_000));
-    let mut port = lowest;
-    while port.saturating_add(2) < ephemeral_start {
-        if free(port) && free(port + 1) && free(port + 2) {
-            return Ok(port);
-        }
-        port += 3;
-    }
-    anyhow::bail!("no three consecutive free ports between {lowest} and {ephemeral_start}")
-}
-
-fn stop(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-fn wait_ready(listen: &str, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if measure::probe(listen) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
-fn pinned(program: impl AsRef<std::ffi::OsStr>) -> Command {
-    let mut command = Command::new("taskset");
-    command
-        .args(["-c", "1"])
-        .arg(program)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    command
-}
-
-fn which(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn pinned_to_cpu0() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("Cpus_allowed_list:")
-                    .map(|v| v.trim() == "0")
-            })
-        })
-        .unwrap_or(false)
-}
-
-fn tempdir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("switchyard-load-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 fn options_line(o: &Options) -> String {
