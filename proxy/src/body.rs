@@ -14,6 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::access_log::{AccessLog, Pending};
+use crate::listen::BodyWatch;
 use crate::state::Snapshot;
 use crate::upstream::Lease;
 
@@ -221,6 +222,8 @@ pub struct RequestBody {
     seen: u64,
     idle: Option<IdleTimer>,
     verdict: BodyVerdict,
+    /// Told when the body was read to its end (HTTP/1.1 connection parking).
+    watch: Option<BodyWatch>,
 }
 
 #[derive(Debug)]
@@ -268,12 +271,14 @@ impl BodyVerdict {
 // === impl RequestBody ===
 
 impl RequestBody {
-    /// Wraps a downstream body; `received` (if any) counts its data bytes.
+    /// Wraps a downstream body; `received` (if any) counts its data bytes,
+    /// `watch` (if any) is told when the body was read to its end.
     pub(crate) fn new(
         inner: Incoming,
         received: Option<Arc<AtomicU64>>,
         limit: Option<u64>,
         idle_timeout: std::time::Duration,
+        watch: Option<BodyWatch>,
     ) -> (Self, BodyVerdict) {
         // Bodiless requests (most GETs) need no timer.
         let idle = (!idle_timeout.is_zero() && !inner.is_end_stream()).then(|| IdleTimer {
@@ -289,8 +294,15 @@ impl RequestBody {
             seen: 0,
             idle,
             verdict: verdict.clone(),
+            watch,
         };
         (body, verdict)
+    }
+
+    fn finished(&mut self) {
+        if let Some(watch) = self.watch.take() {
+            watch.finished();
+        }
     }
 
     fn fail(
@@ -338,8 +350,15 @@ impl Body for RequestBody {
         let frame = match polled {
             Some(Ok(frame)) => frame,
             Some(Err(error)) => return Poll::Ready(Some(Err(error.into()))),
-            None => return Poll::Ready(None),
+            None => {
+                this.finished();
+                return Poll::Ready(None);
+            }
         };
+        // The upstream may stop polling once the body says it has ended.
+        if this.inner.is_end_stream() {
+            this.finished();
+        }
         if let Some(data) = frame.data_ref() {
             let length = data.len() as u64;
             this.seen += length;

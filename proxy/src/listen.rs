@@ -3,6 +3,7 @@
 //! shutdown.
 
 mod connection;
+mod http1;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -12,9 +13,9 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
@@ -24,7 +25,9 @@ use crate::metrics::Downstream;
 use crate::settings::Settings;
 use crate::sidecar::{Intercepted, Outbound};
 use crate::tls::{CertStore, TlsConnection};
+pub(crate) use connection::BodyWatch;
 use connection::{ConnectionState, LiveConnections, TimedIo};
+use http1::ClientIo;
 
 /// HTTP/2 streams a client may have open at once (nginx: 128).
 const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
@@ -76,10 +79,10 @@ pub(crate) async fn serve<H, Fut>(
     metrics: Downstream,
     kind: ListenerKind,
 ) where
-    H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + Unpin + 'static,
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
-    let builder = Arc::new(connection_builder(&settings));
+    let builders = Arc::new(Builders::new(&settings));
     let metrics = Arc::new(metrics);
     let grace = settings.shutdown_grace;
     let live = Arc::new(LiveConnections::default());
@@ -110,7 +113,7 @@ pub(crate) async fn serve<H, Fut>(
         let state = ConnectionState::new(metrics.clone());
         let live_guard = live.opened();
         let connection = Connection {
-            builder: builder.clone(),
+            builders: builders.clone(),
             handler: handler.clone(),
             state,
             shutdown: shutdown.clone(),
@@ -118,14 +121,14 @@ pub(crate) async fn serve<H, Fut>(
             peer,
         };
         let kind = kind.clone();
-        tokio::spawn(async move {
+        let task = async move {
             let state = connection.state.clone();
             // Boxed below: the TLS and sidecar futures are much larger, and
             // inline they would size every plain connection's task.
             match kind {
                 ListenerKind::Plain => connection.serve(stream, RequestContext::Plain).await,
                 ListenerKind::Tls(tls) => {
-                    if let Some((stream, served)) = tls.handshake(stream, peer).await {
+                    if let Some((stream, served)) = Box::pin(tls.handshake(stream, peer)).await {
                         Box::pin(connection.serve(stream, RequestContext::Tls(served))).await;
                     }
                 }
@@ -144,7 +147,8 @@ pub(crate) async fn serve<H, Fut>(
             }
             state.closed();
             drop(live_guard);
-        });
+        };
+        tokio::spawn(task);
     }
     drop(listener);
     tracing::info!(listener = name, address = ?local, open = live.count(), "stopped accepting; draining connections");
@@ -211,7 +215,7 @@ impl TlsListener {
 
 /// One accepted connection, before its protocol is known.
 struct Connection<H> {
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<Builders>,
     handler: H,
     state: Arc<ConnectionState>,
     shutdown: watch::Receiver<bool>,
@@ -221,7 +225,7 @@ struct Connection<H> {
 
 impl<H, Fut> Connection<H>
 where
-    H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + Unpin + 'static,
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
     /// Serves HTTP on `io`; requests carry what `context` says of it.
@@ -230,7 +234,7 @@ where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let Self {
-            builder,
+            builders,
             handler,
             state,
             shutdown,
@@ -240,7 +244,12 @@ where
         let service_state = state.clone();
         let service = service_fn(move |mut request: Request<Incoming>| {
             let handler = handler.clone();
-            let stream = service_state.stream_started(request.version());
+            let state = service_state.clone();
+            let stream = state.stream_started(request.version());
+            let http1 = request.version() != http::Version::HTTP_2;
+            if http1 {
+                note_http1_request(&mut request, &state);
+            }
             match &context {
                 RequestContext::Plain => {}
                 RequestContext::Tls(tls) => {
@@ -252,14 +261,108 @@ where
             }
             async move {
                 let response = handler(request, peer).await;
+                if http1 && crate::headers::connection_has(response.headers(), "close") {
+                    state.closes_after_exchange();
+                }
                 Ok::<_, Infallible>(response.map(|body| stream.answered(body)))
             }
         });
-        let io = TimedIo::new(io, settings.response_write_timeout);
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service)
-            .into_owned();
-        drive(connection, &state, shutdown, settings.idle_timeout, peer).await;
+        let mut io = ClientIo::new(
+            TimedIo::new(io, settings.response_write_timeout),
+            state.clone(),
+        );
+        let Some(is_http2) = first_bytes(&mut io, &state, shutdown.clone(), &settings).await else {
+            return;
+        };
+        if is_http2 {
+            serve_http2(&builders, io, service, &state, shutdown, &settings, peer).await;
+        } else {
+            http1::serve(
+                &builders.http1,
+                io,
+                service,
+                &state,
+                shutdown,
+                &settings,
+                peer,
+            )
+            .await;
+        }
+    }
+}
+
+/// Serves HTTP/2 on `io`. Boxed (built outside the caller's state
+/// machine): inline, HTTP/2's connection state would size every
+/// connection's task, parked HTTP/1.1 ones included.
+fn serve_http2<'a, I, S>(
+    builders: &Builders,
+    io: ClientIo<I>,
+    service: S,
+    state: &'a ConnectionState,
+    shutdown: watch::Receiver<bool>,
+    settings: &Settings,
+    peer: SocketAddr,
+) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming> + Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: http_body::Body + Send + 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    <S::ResBody as http_body::Body>::Data: Send,
+    S::Future: Send + 'static,
+{
+    let connection = builders.http2.serve_connection(TokioIo::new(io), service);
+    Box::pin(drive(
+        connection,
+        state,
+        shutdown,
+        settings.idle_timeout,
+        peer,
+    ))
+}
+
+/// What an HTTP/1.x request tells connection parking: whether the
+/// connection will close after it, and a watch on its body, if it has one.
+fn note_http1_request(request: &mut Request<Incoming>, state: &Arc<ConnectionState>) {
+    if request.version() != http::Version::HTTP_11
+        || crate::headers::connection_has(request.headers(), "close")
+    {
+        state.closes_after_exchange();
+    }
+    if !http_body::Body::is_end_stream(request.body()) {
+        let watch = state.watch_body();
+        request.extensions_mut().insert(watch);
+    }
+}
+
+/// Waits for the client's first bytes (at most the header read timeout,
+/// else the idle timeout) and tells whether they open HTTP/2; `None` when
+/// the connection should close instead.
+async fn first_bytes<I>(
+    io: &mut ClientIo<I>,
+    state: &ConnectionState,
+    mut shutdown: watch::Receiver<bool>,
+    settings: &Settings,
+) -> Option<bool>
+where
+    I: tokio::io::AsyncRead + Unpin,
+{
+    let limit = [settings.header_read_timeout, settings.idle_timeout]
+        .into_iter()
+        .filter(|limit| !limit.is_zero())
+        .min();
+    let expired = async {
+        match limit {
+            Some(limit) => tokio::time::sleep(limit).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        sniffed = io.sniff_http2() => sniffed,
+        () = expired => None,
+        () = state.abort.notified() => None,
+        _ = crate::state::stopped(&mut shutdown) => None,
     }
 }
 
@@ -273,7 +376,7 @@ async fn drive<C>(
     idle_timeout: Duration,
     peer: SocketAddr,
 ) where
-    C: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + GracefulConnection,
+    C: Future<Output = Result<(), hyper::Error>> + GracefulConnection,
 {
     let mut connection = std::pin::pin!(connection);
     let mut closing = false;
@@ -310,13 +413,13 @@ trait GracefulConnection {
     fn close_gracefully(self: std::pin::Pin<&mut Self>);
 }
 
-impl<I, S, E> GracefulConnection for auto::UpgradeableConnection<'static, I, S, E>
+impl<I, S, E> GracefulConnection for http2::Connection<I, S, E>
 where
     S: hyper::service::HttpService<Incoming>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     S::ResBody: http_body::Body + Send + 'static,
     <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
     E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
 {
     fn close_gracefully(self: std::pin::Pin<&mut Self>) {
@@ -326,30 +429,34 @@ where
 
 /// The HTTP/1.1 and HTTP/2 settings every connection gets: the limits are
 /// set explicitly rather than left to library defaults that can change.
-fn connection_builder(settings: &Settings) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .max_headers(settings.max_headers)
-        .max_buf_size(settings.max_header_bytes);
-    // Zero disables the limit (as a zero timeout does in Gateway API).
-    if !settings.header_read_timeout.is_zero() {
-        builder
-            .http1()
-            .header_read_timeout(settings.header_read_timeout);
+struct Builders {
+    http1: hyper::server::conn::http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(settings: &Settings) -> Self {
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .keep_alive(true)
+            .max_headers(settings.max_headers)
+            .max_buf_size(settings.max_header_bytes);
+        // Zero disables the limit (as a zero timeout does in Gateway API).
+        if !settings.header_read_timeout.is_zero() {
+            http1.header_read_timeout(settings.header_read_timeout);
+        }
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+            // Streams the client resets before we accept them (rapid reset).
+            .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+            // Streams we reset for the client's protocol errors.
+            .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
+            .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+            .keep_alive_interval(H2_PING_INTERVAL)
+            .keep_alive_timeout(H2_PING_TIMEOUT);
+        Self { http1, http2 }
     }
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
-        // Streams the client resets before we accept them (rapid reset).
-        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
-        // Streams we reset for the client's protocol errors.
-        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
-        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(H2_PING_INTERVAL)
-        .keep_alive_timeout(H2_PING_TIMEOUT);
-    builder
 }

@@ -141,6 +141,7 @@ pub struct Metrics {
     accepted: Family<ConnectionLabels, Counter>,
     open: Family<ConnectionLabels, Gauge>,
     rejected: Family<ListenerLabels, Counter>,
+    parked: Family<ListenerLabels, Gauge>,
     outbound: Family<HandlingLabels, Counter>,
     /// Label sets of the current table, to remove those that leave it.
     current: Mutex<CurrentSeries>,
@@ -155,6 +156,8 @@ pub struct Downstream {
     open: [Gauge; 3],
     /// Connections closed at once for `--max-connections`.
     pub rejected: Counter,
+    /// Idle HTTP/1.1 connections parked (holding no buffers).
+    pub parked: Gauge,
 }
 
 impl Downstream {
@@ -311,6 +314,12 @@ impl Metrics {
             "Client connections closed at accept because the listener was at --max-connections",
             rejected.clone(),
         );
+        let parked = Family::default();
+        registry.register(
+            "switchyard_downstream_connections_parked",
+            "Idle HTTP/1.1 client connections parked: open, holding no buffers until the client sends again (also counted in switchyard_downstream_connections_open)",
+            parked.clone(),
+        );
         let outbound = Family::<HandlingLabels, Counter>::default();
         registry.register(
             "switchyard_outbound_connections",
@@ -325,6 +334,7 @@ impl Metrics {
         Self {
             registry,
             rejected,
+            parked,
             outbound,
             access_log_dropped,
             upstream_errors,
@@ -497,6 +507,9 @@ impl Metrics {
             open: PROTOCOLS.map(|p| self.open.get_or_create_owned(&labels(p))),
             rejected: self
                 .rejected
+                .get_or_create_owned(&ListenerLabels { listener }),
+            parked: self
+                .parked
                 .get_or_create_owned(&ListenerLabels { listener }),
         }
     }

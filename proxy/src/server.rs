@@ -19,6 +19,7 @@ use crate::body::{InFlight, ProxyBody, RequestBody, Timer};
 use crate::error::ProxyError;
 use crate::guard;
 use crate::headers::{self, BACKEND_HEADER, DECISION_HEADER, REQUEST_ID};
+use crate::listen::BodyWatch;
 use crate::route::{self, Routed};
 use crate::settings::Settings;
 use crate::state::{Snapshot, State};
@@ -283,11 +284,13 @@ impl Proxy {
             ));
         }
         self.prepare_upstream(&mut parts, &backend, client, upgrade, scheme)?;
+        let watch = parts.extensions.remove::<BodyWatch>();
         let (body, verdict) = RequestBody::new(
             body,
             served.received.take(),
             body_limit,
             self.settings.request_body_idle_timeout,
+            watch,
         );
         let request = Request::from_parts(parts, body);
         let send = self.send_with_retry(&backend, request, decision.backend_request_timeout);

@@ -6,7 +6,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -39,6 +39,15 @@ pub(crate) struct ConnectionState {
     idle_since: AtomicU64,
     /// Notified when the connection must be closed now.
     pub(crate) abort: Notify,
+    /// HTTP/1.1 request bodies not yet read to their end.
+    unfinished_bodies: AtomicU32,
+    /// A request body was dropped before its end, or a request or response
+    /// asked for the connection to close: the byte stream may not be at a
+    /// request boundary once idle, so the connection is never parked.
+    unparkable: AtomicBool,
+    /// Set while the HTTP/1.1 connection is being parked: the socket stays
+    /// open when hyper lets go of it.
+    pub(crate) keep_open: AtomicBool,
 }
 
 impl ConnectionState {
@@ -54,6 +63,9 @@ impl ConnectionState {
             active: AtomicU32::new(0),
             idle_since: AtomicU64::new(0),
             abort: Notify::new(),
+            unfinished_bodies: AtomicU32::new(0),
+            unparkable: AtomicBool::new(false),
+            keep_open: AtomicBool::new(false),
         })
     }
 
@@ -81,6 +93,15 @@ impl ConnectionState {
         }
     }
 
+    /// The connection is parked (`true`) or resumes (`false`).
+    pub(crate) fn set_parked(&self, parked: bool) {
+        if parked {
+            self.metrics.parked.inc();
+        } else {
+            self.metrics.parked.dec();
+        }
+    }
+
     /// The connection has closed: count it out.
     pub(crate) fn closed(&self) {
         let protocol = match self.protocol.load(Ordering::Relaxed) {
@@ -100,6 +121,31 @@ impl ConnectionState {
         self.born.elapsed().saturating_sub(since)
     }
 
+    /// Watches an HTTP/1.1 request body until it is read to its end.
+    pub(crate) fn watch_body(self: &Arc<Self>) -> BodyWatch {
+        self.unfinished_bodies.fetch_add(1, Ordering::AcqRel);
+        BodyWatch(Arc::new(WatchedBody {
+            connection: self.clone(),
+            finished: AtomicBool::new(false),
+        }))
+    }
+
+    /// A request or response said `Connection: close` (or the client
+    /// speaks HTTP/1.0): hyper closes after it, and parking must not
+    /// keep the socket open instead.
+    pub(crate) fn closes_after_exchange(&self) {
+        self.unparkable.store(true, Ordering::Release);
+    }
+
+    /// Whether an idle HTTP/1.1 connection is known to sit at a request
+    /// boundary: every request body was read to its end and nobody asked
+    /// to close.
+    pub(crate) fn parkable(&self) -> bool {
+        self.protocol.load(Ordering::Relaxed) == ConnectionProtocol::Http1 as u8
+            && self.unfinished_bodies.load(Ordering::Acquire) == 0
+            && !self.unparkable.load(Ordering::Acquire)
+    }
+
     fn abandoned(&self) {
         let premature = self.premature.fetch_add(1, Ordering::Relaxed) + 1;
         let started = self.started.load(Ordering::Relaxed);
@@ -110,6 +156,41 @@ impl ConnectionState {
                 "closing a connection whose client abandons most of its streams"
             );
             self.abort.notify_one();
+        }
+    }
+}
+
+/// Tracks one HTTP/1.1 request body (a request extension, taken by the
+/// proxy's request body): dropped before [`BodyWatch::finished`], the body
+/// was abandoned part way and the connection is never parked.
+#[derive(Debug, Clone)]
+pub(crate) struct BodyWatch(Arc<WatchedBody>);
+
+#[derive(Debug)]
+struct WatchedBody {
+    connection: Arc<ConnectionState>,
+    finished: AtomicBool,
+}
+
+impl BodyWatch {
+    /// The body was read to its end.
+    pub(crate) fn finished(&self) {
+        if !self.0.finished.swap(true, Ordering::AcqRel) {
+            self.0
+                .connection
+                .unfinished_bodies
+                .fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for WatchedBody {
+    fn drop(&mut self) {
+        if !*self.finished.get_mut() {
+            self.connection.unparkable.store(true, Ordering::Release);
+            self.connection
+                .unfinished_bodies
+                .fetch_sub(1, Ordering::AcqRel);
         }
     }
 }

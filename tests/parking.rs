@@ -1,0 +1,203 @@
+//! Parking of idle HTTP/1.1 connections: a keep-alive connection idle for
+//! a second gives hyper's buffers back and waits for the client's next
+//! bytes; the client must see one ordinary keep-alive connection. Driven
+//! over raw sockets so the test sees exactly what the client would.
+
+// Helpers in test files: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use switchyard_proxy::Settings;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use support::{Client, DEADLINE, TestBackend, TestProxy, eventually};
+
+const ROUTES: &str = "  - name: all\n    rules:\n      - backend: blue\n";
+
+/// The proxy's `switchyard_downstream_connections_parked` for its proxy listener.
+async fn parked(admin: SocketAddr) -> u64 {
+    let text = Client::http1(admin).await.get("/metrics", &[]).await.text();
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix("switchyard_downstream_connections_parked{listener=\"proxy\"} ")
+        })
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+async fn wait_parked(admin: SocketAddr, count: u64) {
+    eventually(&format!("{count} parked connection(s)"), || async move {
+        parked(admin).await == count
+    })
+    .await;
+}
+
+/// Reads one response with a `content-length` body; returns head and body.
+async fn read_response(stream: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(DEADLINE, stream.read(&mut byte))
+            .await
+            .expect("a response within the deadline")
+            .unwrap();
+        assert_eq!(read, 1, "connection closed mid-head: {head:?}");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_owned)
+        })
+        .expect("a content-length")
+        .trim()
+        .parse()
+        .unwrap();
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.unwrap();
+    (head, body)
+}
+
+/// Waits for the proxy to close the connection (EOF), failing on data.
+async fn expect_closed(stream: &mut TcpStream) {
+    let mut rest = Vec::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut rest))
+        .await
+        .expect("the proxy closed the connection within the deadline")
+        .unwrap();
+    assert!(rest.is_empty(), "unexpected bytes: {rest:?}");
+}
+
+#[tokio::test]
+async fn a_parked_connection_serves_the_next_requests_on_the_same_socket() {
+    let blue = TestBackend::start("blue").await;
+    let green = TestBackend::start("green").await;
+    let proxy = TestProxy::start(&support::table(blue.addr, green.addr, ROUTES)).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+
+    stream
+        .write_all(b"GET /first HTTP/1.1\r\nhost: app\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"blue");
+    wait_parked(proxy.admin, 1).await;
+
+    // The next request arrives in pieces, the first shorter than what the
+    // parked connection reads itself, the whole longer.
+    let long_header = "x".repeat(300);
+    let request = format!("GET /second HTTP/1.1\r\nhost: app\r\nx-long: {long_header}\r\n\r\n");
+    let (start, rest) = request.as_bytes().split_at(5);
+    stream.write_all(start).await.unwrap();
+    eventually("the parked connection resumed", || async {
+        parked(proxy.admin).await == 0
+    })
+    .await;
+    stream.write_all(rest).await.unwrap();
+    let (head, body) = read_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"blue");
+
+    // Parked again, then a request with a body and a pipelined one behind it.
+    wait_parked(proxy.admin, 1).await;
+    let payload = "p".repeat(10_000);
+    let pipelined = format!(
+        "POST /upload HTTP/1.1\r\nhost: app\r\ncontent-length: {}\r\n\r\n{payload}GET /third HTTP/1.1\r\nhost: app\r\n\r\n",
+        payload.len()
+    );
+    stream.write_all(pipelined.as_bytes()).await.unwrap();
+    let (head, upload) = read_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(
+        String::from_utf8(upload).unwrap(),
+        format!("received {}", payload.len())
+    );
+    let (head, body) = read_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"blue");
+
+    // The backend saw each request once, whole, in order.
+    let paths: Vec<String> = blue.seen().into_iter().map(|s| s.uri).collect();
+    assert_eq!(paths, ["/first", "/second", "/upload", "/third"]);
+    // The request body was read to its end, so the connection parks again.
+    wait_parked(proxy.admin, 1).await;
+    drop(stream);
+    wait_parked(proxy.admin, 0).await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connection_left_mid_body_closes_and_its_body_is_never_a_request() {
+    let blue = TestBackend::start("blue").await;
+    let green = TestBackend::start("green").await;
+    // Only GET is routed: a POST is answered at once (404), its body unread.
+    let routes =
+        "  - name: get-only\n    rules:\n      - { matches: [{ method: GET }], backend: blue }\n";
+    let proxy = TestProxy::start(&support::table(blue.addr, green.addr, routes)).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    // The half of the body sent is itself a request: were the connection
+    // kept (or parked) at this point, it would be read as one.
+    let smuggled = b"GET /smuggled HTTP/1.1\r\nhost: app\r\n\r\n";
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nhost: app\r\ncontent-length: {}\r\n\r\n",
+        smuggled.len() * 2
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(smuggled).await.unwrap();
+    let (head, _) = read_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    expect_closed(&mut stream).await;
+    assert_eq!(parked(proxy.admin).await, 0);
+    assert!(blue.seen().is_empty(), "a body byte became a request");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_parked_connection_still_closes_after_the_header_read_timeout() {
+    let blue = TestBackend::start("blue").await;
+    let green = TestBackend::start("green").await;
+    let settings = Settings {
+        header_read_timeout: Duration::from_millis(1500),
+        ..Settings::default()
+    };
+    let proxy =
+        TestProxy::start_with(&support::table(blue.addr, green.addr, ROUTES), settings).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: app\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    wait_parked(proxy.admin, 1).await;
+    expect_closed(&mut stream).await;
+    wait_parked(proxy.admin, 0).await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_parked_connections() {
+    let blue = TestBackend::start("blue").await;
+    let green = TestBackend::start("green").await;
+    let proxy = TestProxy::start(&support::table(blue.addr, green.addr, ROUTES)).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: app\r\n\r\n")
+        .await
+        .unwrap();
+    read_response(&mut stream).await;
+    wait_parked(proxy.admin, 1).await;
+    // Shutdown waits for open connections; a parked one must not hold it.
+    proxy.shutdown().await;
+    expect_closed(&mut stream).await;
+}
