@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
@@ -23,11 +24,11 @@ use tokio_rustls::server::TlsStream;
 use crate::body::ProxyBody;
 use crate::metrics::Downstream;
 use crate::settings::Settings;
-use crate::sidecar::{Intercepted, Outbound};
+use crate::sidecar::{Intercepted, Outbound, Prefixed};
 use crate::tls::{CertStore, TlsConnection};
 pub(crate) use connection::BodyWatch;
-use connection::{ConnectionState, LiveConnections, TimedIo};
-use http1::ClientIo;
+use connection::{ClientIo, ConnectionState, LiveConnections};
+use http1::ClientStream;
 
 /// HTTP/2 streams a client may have open at once (nginx: 128).
 const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
@@ -121,7 +122,7 @@ pub(crate) async fn serve<H, Fut>(
             peer,
         };
         let kind = kind.clone();
-        let task = async move {
+        tokio::spawn(async move {
             let state = connection.state.clone();
             // Boxed below: the TLS and sidecar futures are much larger, and
             // inline they would size every plain connection's task.
@@ -147,8 +148,7 @@ pub(crate) async fn serve<H, Fut>(
             }
             state.closed();
             drop(live_guard);
-        };
-        tokio::spawn(task);
+        });
     }
     drop(listener);
     tracing::info!(listener = name, address = ?local, open = live.count(), "stopped accepting; draining connections");
@@ -244,11 +244,10 @@ where
         let service_state = state.clone();
         let service = service_fn(move |mut request: Request<Incoming>| {
             let handler = handler.clone();
-            let state = service_state.clone();
-            let stream = state.stream_started(request.version());
+            let stream = service_state.stream_started(request.version());
             let http1 = request.version() != http::Version::HTTP_2;
             if http1 {
-                note_http1_request(&mut request, &state);
+                note_http1_request(&mut request, &service_state);
             }
             match &context {
                 RequestContext::Plain => {}
@@ -262,14 +261,14 @@ where
             async move {
                 let response = handler(request, peer).await;
                 if http1 && crate::headers::connection_has(response.headers(), "close") {
-                    state.closes_after_exchange();
+                    stream.closes_after_exchange();
                 }
                 Ok::<_, Infallible>(response.map(|body| stream.answered(body)))
             }
         });
-        let mut io = ClientIo::new(
-            TimedIo::new(io, settings.response_write_timeout),
-            state.clone(),
+        let mut io = Prefixed::new(
+            Bytes::new(),
+            ClientIo::new(io, settings.response_write_timeout, state.clone()),
         );
         let Some(is_http2) = first_bytes(&mut io, &state, shutdown.clone(), &settings).await else {
             return;
@@ -296,7 +295,7 @@ where
 /// connection's task, parked HTTP/1.1 ones included.
 fn serve_http2<'a, I, S>(
     builders: &Builders,
-    io: ClientIo<I>,
+    io: ClientStream<I>,
     service: S,
     state: &'a ConnectionState,
     shutdown: watch::Receiver<bool>,
@@ -340,7 +339,7 @@ fn note_http1_request(request: &mut Request<Incoming>, state: &Arc<ConnectionSta
 /// else the idle timeout) and tells whether they open HTTP/2; `None` when
 /// the connection should close instead.
 async fn first_bytes<I>(
-    io: &mut ClientIo<I>,
+    io: &mut ClientStream<I>,
     state: &ConnectionState,
     mut shutdown: watch::Receiver<bool>,
     settings: &Settings,
@@ -348,18 +347,14 @@ async fn first_bytes<I>(
 where
     I: tokio::io::AsyncRead + Unpin,
 {
-    let limit = [settings.header_read_timeout, settings.idle_timeout]
-        .into_iter()
-        .filter(|limit| !limit.is_zero())
-        .min();
     let expired = async {
-        match limit {
+        match http1::silence_limit(settings) {
             Some(limit) => tokio::time::sleep(limit).await,
             None => std::future::pending().await,
         }
     };
     tokio::select! {
-        sniffed = io.sniff_http2() => sniffed,
+        sniffed = http1::sniff_http2(io) => sniffed,
         () = expired => None,
         () = state.abort.notified() => None,
         _ = crate::state::stopped(&mut shutdown) => None,

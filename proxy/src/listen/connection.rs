@@ -203,6 +203,13 @@ pub(crate) struct StreamGuard {
 }
 
 impl StreamGuard {
+    /// The response asked for the connection to close after it.
+    pub(crate) fn closes_after_exchange(&self) {
+        if let Some(connection) = &self.connection {
+            connection.closes_after_exchange();
+        }
+    }
+
     /// The response is ready: the stream stays active until its body ends.
     pub(crate) fn answered(mut self, response: ProxyBody) -> TrackedBody {
         TrackedBody {
@@ -297,21 +304,25 @@ impl Drop for LiveGuard {
     }
 }
 
-/// A socket whose writes fail with `TimedOut` when the peer accepts no
-/// bytes for `timeout` (a client that stops reading its response).
+/// A client socket under hyper. Its writes fail with `TimedOut` when the
+/// peer accepts no bytes for `timeout` (a client that stops reading its
+/// response), and its shutdown is skipped while the connection is being
+/// parked (hyper finishes, the socket stays open).
 #[derive(Debug)]
-pub(crate) struct TimedIo<T> {
+pub(crate) struct ClientIo<T> {
     inner: T,
+    connection: Arc<ConnectionState>,
     timeout: Option<Duration>,
     /// Armed while a write waits; allocated on the first wait only.
     stalled: Option<Pin<Box<Sleep>>>,
     waiting: bool,
 }
 
-impl<T> TimedIo<T> {
-    pub(crate) fn new(inner: T, timeout: Duration) -> Self {
+impl<T> ClientIo<T> {
+    pub(crate) fn new(inner: T, timeout: Duration, connection: Arc<ConnectionState>) -> Self {
         Self {
             inner,
+            connection,
             timeout: (!timeout.is_zero()).then_some(timeout),
             stalled: None,
             waiting: false,
@@ -341,7 +352,7 @@ impl<T> TimedIo<T> {
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
+impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -351,7 +362,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
+impl<T: AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -398,6 +409,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.connection.keep_open.load(Ordering::Acquire) {
+            // hyper finished because we parked it: the socket stays open.
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }

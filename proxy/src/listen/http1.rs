@@ -15,12 +15,9 @@
 //! [`ConnectionState::parkable`]): parking one in the middle of a request
 //! body would read the rest of that body as a new request.
 
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,11 +25,11 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::HttpService;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::connection::{ConnectionState, TimedIo, TrackedBody};
+use super::connection::{ClientIo, ConnectionState, TrackedBody};
 use crate::settings::Settings;
 use crate::sidecar::Prefixed;
 
@@ -44,101 +41,53 @@ pub(crate) const PARK_AFTER: Duration = Duration::from_secs(1);
 /// What a client sends first on an HTTP/2 (prior knowledge) connection.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// The client's side of a connection, under hyper: bytes read ahead are
-/// replayed first, and shutdown is skipped while the connection is parked.
-#[derive(Debug)]
-pub(crate) struct ClientIo<T> {
-    inner: Prefixed<TimedIo<T>>,
-    state: Arc<ConnectionState>,
-}
+/// The client socket as hyper reads it: bytes read ahead (the protocol
+/// sniff, read-ahead handed back at parking) are replayed first.
+pub(crate) type ClientStream<T> = Prefixed<ClientIo<T>>;
 
-impl<T: AsyncRead + Unpin> ClientIo<T> {
-    pub(crate) fn new(inner: TimedIo<T>, state: Arc<ConnectionState>) -> Self {
-        Self {
-            inner: Prefixed::new(Bytes::new(), inner),
-            state,
+/// Reads the first bytes and tells whether they are the HTTP/2 preface
+/// (they are put back either way); `None` when the client closed or failed
+/// before sending anything.
+pub(crate) async fn sniff_http2<T: AsyncRead + Unpin>(io: &mut ClientStream<T>) -> Option<bool> {
+    let mut head = [0u8; H2_PREFACE.len()];
+    let mut len = 0;
+    let is_http2 = loop {
+        match io.read(&mut head[len..]).await {
+            Ok(0) if len == 0 => return None,
+            // A short first message: hyper's HTTP/1.1 parser answers it.
+            Ok(0) => break false,
+            Ok(read) => len += read,
+            Err(_) => return None,
         }
-    }
-
-    /// Reads the first bytes and tells whether they are the HTTP/2
-    /// preface (they are put back either way); `None` when the client
-    /// closed or failed before sending anything.
-    pub(crate) async fn sniff_http2(&mut self) -> Option<bool> {
-        let mut head = [0u8; H2_PREFACE.len()];
-        let mut len = 0;
-        let is_http2 = loop {
-            match self.inner.read(&mut head[len..]).await {
-                Ok(0) if len == 0 => return None,
-                // A short first message: hyper's HTTP/1.1 parser answers it.
-                Ok(0) => break false,
-                Ok(read) => len += read,
-                Err(_) => return None,
-            }
-            if head[..len] != H2_PREFACE[..len] {
-                break false;
-            }
-            if len == H2_PREFACE.len() {
-                break true;
-            }
-        };
-        self.inner.put_back(Bytes::copy_from_slice(&head[..len]));
-        Some(is_http2)
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.state.keep_open.load(Ordering::Acquire) {
-            // hyper finished because we parked it: the socket stays open.
-            return Poll::Ready(Ok(()));
+        if head[..len] != H2_PREFACE[..len] {
+            break false;
         }
-        Pin::new(&mut this.inner).poll_shutdown(cx)
-    }
+        if len == H2_PREFACE.len() {
+            break true;
+        }
+    };
+    io.put_back(Bytes::copy_from_slice(&head[..len]));
+    Some(is_http2)
 }
 
-type Connection<T, S> = http1::UpgradeableConnection<TokioIo<ClientIo<T>>, S>;
-type Parts<T, S> = http1::Parts<TokioIo<ClientIo<T>>, S>;
+/// How long a connection may stay silent before it closes, waiting for a
+/// request: the header read timeout or the idle timeout, whichever is
+/// shorter (zero turns either off); `None` when both are off.
+pub(crate) fn silence_limit(settings: &Settings) -> Option<Duration> {
+    [settings.header_read_timeout, settings.idle_timeout]
+        .into_iter()
+        .filter(|limit| !limit.is_zero())
+        .min()
+}
+
+type Connection<T, S> = http1::UpgradeableConnection<TokioIo<ClientStream<T>>, S>;
+type Parts<T, S> = http1::Parts<TokioIo<ClientStream<T>>, S>;
 
 /// Serves HTTP/1.1 on `io` until the connection ends, parking it whenever
 /// it idles at a request boundary for [`PARK_AFTER`].
 pub(crate) async fn serve<T, S>(
     builder: &http1::Builder,
-    mut io: ClientIo<T>,
+    mut io: ClientStream<T>,
     mut service: S,
     state: &Arc<ConnectionState>,
     mut shutdown: watch::Receiver<bool>,
@@ -163,9 +112,9 @@ pub(crate) async fn serve<T, S>(
         };
         let read_ahead;
         (io, service, read_ahead) = (parts.io.into_inner(), parts.service, parts.read_buf);
-        io.inner.put_back(read_ahead);
+        io.put_back(read_ahead);
         state.keep_open.store(false, Ordering::Release);
-        if io.inner.prefix_is_empty() {
+        if io.prefix_is_empty() {
             state.set_parked(true);
             let resumed = next_bytes(&mut io, state, &mut shutdown, settings).await;
             state.set_parked(false);
@@ -202,7 +151,7 @@ where
     let (mut closing, mut parking) = (false, false);
     loop {
         tokio::select! {
-            result = Pin::new(&mut *connection) => {
+            result = std::pin::Pin::new(&mut *connection) => {
                 if let Err(error) = result {
                     tracing::debug!(%peer, %error, "connection ended with an error");
                     return None;
@@ -215,20 +164,20 @@ where
             _ = crate::state::stopped(shutdown), if !closing => {
                 // A connection being parked closes for real instead.
                 state.keep_open.store(false, Ordering::Release);
-                Pin::new(&mut *connection).graceful_shutdown();
+                std::pin::Pin::new(&mut *connection).graceful_shutdown();
                 (closing, parking) = (true, false);
             }
             _ = check.tick(), if !closing && !parking => {
                 let idle = state.idle_for();
                 if !idle_timeout.is_zero() && idle >= idle_timeout {
                     tracing::debug!(%peer, "closing an idle connection");
-                    Pin::new(&mut *connection).graceful_shutdown();
+                    std::pin::Pin::new(&mut *connection).graceful_shutdown();
                     closing = true;
                 } else if idle >= PARK_AFTER && state.parkable() {
                     state.keep_open.store(true, Ordering::Release);
                     // Idle, hyper stops at once; still flushing a finished
                     // response, it stops once that is written.
-                    Pin::new(&mut *connection).graceful_shutdown();
+                    std::pin::Pin::new(&mut *connection).graceful_shutdown();
                     parking = true;
                 }
             }
@@ -241,16 +190,13 @@ where
 /// client closed, shutdown began, or it stayed idle past the header read
 /// timeout or the idle timeout (what would have closed it unparked).
 async fn next_bytes<T: AsyncRead + Unpin>(
-    io: &mut ClientIo<T>,
+    io: &mut ClientStream<T>,
     state: &ConnectionState,
     shutdown: &mut watch::Receiver<bool>,
     settings: &Settings,
 ) -> bool {
-    let limit = [settings.header_read_timeout, settings.idle_timeout]
-        .into_iter()
-        .filter(|limit| !limit.is_zero())
-        .min();
-    let deadline = limit.map(|limit| Instant::now() + limit.saturating_sub(state.idle_for()));
+    let deadline = silence_limit(settings)
+        .map(|limit| Instant::now() + limit.saturating_sub(state.idle_for()));
     let expired = async {
         match deadline {
             Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -261,9 +207,9 @@ async fn next_bytes<T: AsyncRead + Unpin>(
     // reads the rest of the request itself.
     let mut first = [0u8; 64];
     tokio::select! {
-        read = io.inner.inner_mut().read(&mut first) => match read {
+        read = io.inner_mut().read(&mut first) => match read {
             Ok(read) if read > 0 => {
-                io.inner.put_back(Bytes::copy_from_slice(&first[..read]));
+                io.put_back(Bytes::copy_from_slice(&first[..read]));
                 true
             }
             _ => false,
