@@ -25,8 +25,11 @@ use switchyard_config::{CompiledTable, Target};
 
 use crate::backend::Backend;
 
+mod connections;
 mod pairs;
 
+use connections::ConnectionFamilies;
+pub use connections::{ConnectionProtocol, Downstream};
 use pairs::{CLASSES, pair_handles};
 pub use pairs::{PairMetrics, TableMetrics};
 
@@ -66,33 +69,6 @@ struct UpstreamErrorLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     error: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ListenerLabels {
-    listener: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ConnectionLabels {
-    listener: &'static str,
-    /// `http1`, `http2`, or `none` before (or without) a first request.
-    protocol: &'static str,
-}
-
-/// Values of the `protocol` label of downstream connections, indexed by
-/// [`ConnectionProtocol`].
-const PROTOCOLS: [&str; 3] = ["none", "http1", "http2"];
-
-/// What a client connection turned out to speak.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnectionProtocol {
-    /// No request yet (or never).
-    None = 0,
-    /// HTTP/1.0 or HTTP/1.1.
-    Http1 = 1,
-    /// HTTP/2.
-    Http2 = 2,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -138,48 +114,10 @@ pub struct Metrics {
     upstream_retries: Family<BackendLabels, Counter>,
     upstream_connections: Family<BackendLabels, Gauge>,
     errors: Family<ErrorLabels, Counter>,
-    accepted: Family<ConnectionLabels, Counter>,
-    open: Family<ConnectionLabels, Gauge>,
-    rejected: Family<ListenerLabels, Counter>,
-    parked: Family<ListenerLabels, Gauge>,
+    connections: ConnectionFamilies,
     outbound: Family<HandlingLabels, Counter>,
     /// Label sets of the current table, to remove those that leave it.
     current: Mutex<CurrentSeries>,
-}
-
-/// Connection metrics of one listener.
-#[derive(Debug, Clone)]
-pub struct Downstream {
-    /// Connections accepted, by [`ConnectionProtocol`].
-    accepted: [Counter; 3],
-    /// Connections open now, by [`ConnectionProtocol`].
-    open: [Gauge; 3],
-    /// Connections closed at once for `--max-connections`.
-    pub rejected: Counter,
-    /// Idle HTTP/1.1 connections parked (holding no buffers).
-    pub parked: Gauge,
-}
-
-impl Downstream {
-    /// A connection was accepted: open, no protocol yet.
-    pub fn opened(&self) {
-        self.open[ConnectionProtocol::None as usize].inc();
-    }
-
-    /// Its first request showed its protocol.
-    pub fn identified(&self, protocol: ConnectionProtocol) {
-        self.open[ConnectionProtocol::None as usize].dec();
-        self.open[protocol as usize].inc();
-        self.accepted[protocol as usize].inc();
-    }
-
-    /// It closed, speaking `protocol` (`None`: it never sent a request).
-    pub fn closed(&self, protocol: ConnectionProtocol) {
-        self.open[protocol as usize].dec();
-        if protocol == ConnectionProtocol::None {
-            self.accepted[ConnectionProtocol::None as usize].inc();
-        }
-    }
 }
 
 #[derive(Debug, Default)]
@@ -296,30 +234,7 @@ impl Metrics {
             "Requests the proxy answered itself with an error, by reason (the x-switchyard-error value)",
             errors.clone(),
         );
-        let accepted = Family::default();
-        registry.register(
-            "switchyard_downstream_connections_accepted",
-            "Client connections accepted, by listener and protocol (counted at the first request; `none` when a connection closed without one)",
-            accepted.clone(),
-        );
-        let open = Family::default();
-        registry.register(
-            "switchyard_downstream_connections_open",
-            "Client connections open, by listener and protocol (`none` until the first request)",
-            open.clone(),
-        );
-        let rejected = Family::default();
-        registry.register(
-            "switchyard_downstream_connections_rejected",
-            "Client connections closed at accept because the listener was at --max-connections",
-            rejected.clone(),
-        );
-        let parked = Family::default();
-        registry.register(
-            "switchyard_downstream_connections_parked",
-            "Idle HTTP/1.1 client connections parked: open, holding no buffers until the client sends again (also counted in switchyard_downstream_connections_open)",
-            parked.clone(),
-        );
+        let connections = ConnectionFamilies::register(&mut registry);
         let outbound = Family::<HandlingLabels, Counter>::default();
         registry.register(
             "switchyard_outbound_connections",
@@ -333,16 +248,13 @@ impl Metrics {
         }
         Self {
             registry,
-            rejected,
-            parked,
+            connections,
             outbound,
             access_log_dropped,
             upstream_errors,
             upstream_retries,
             upstream_connections,
             errors,
-            accepted,
-            open,
             requests,
             duration,
             weight,
@@ -501,17 +413,7 @@ impl Metrics {
 
     /// The connection metrics of a listener.
     pub fn downstream(&self, listener: &'static str) -> Downstream {
-        let labels = |protocol| ConnectionLabels { listener, protocol };
-        Downstream {
-            accepted: PROTOCOLS.map(|p| self.accepted.get_or_create_owned(&labels(p))),
-            open: PROTOCOLS.map(|p| self.open.get_or_create_owned(&labels(p))),
-            rejected: self
-                .rejected
-                .get_or_create_owned(&ListenerLabels { listener }),
-            parked: self
-                .parked
-                .get_or_create_owned(&ListenerLabels { listener }),
-        }
+        self.connections.downstream(listener)
     }
 
     /// The counter of dropped access log lines.
