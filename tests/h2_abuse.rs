@@ -253,7 +253,7 @@ async fn a_client_that_stops_reading_is_disconnected() {
     })
     .await;
     // Read nothing, while others are served, until the proxy drops us.
-    served_normally_over_http1(proxy.addr).await;
+    support::served_normally(proxy.addr).await;
     eventually("the stalled connection is closed", || async {
         let metrics = Client::http1(proxy.admin)
             .await
@@ -275,11 +275,6 @@ async fn a_client_that_stops_reading_is_disconnected() {
         }
     }
     assert!(received < size, "cut after {received} of {size} bytes");
-}
-
-async fn served_normally_over_http1(addr: std::net::SocketAddr) {
-    let mut client = Client::http1(addr).await;
-    assert_eq!(client.get("/", &[]).await.text(), "blue");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

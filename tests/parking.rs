@@ -15,9 +15,8 @@ use switchyard_proxy::Settings;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use support::{Client, DEADLINE, TestBackend, TestProxy, eventually};
-
-const ROUTES: &str = "  - name: all\n    rules:\n      - backend: blue\n";
+use support::raw::{Raw, read_response};
+use support::{Client, DEADLINE, TO_BLUE, TestBackend, TestProxy, eventually};
 
 /// The proxy's `switchyard_downstream_connections_parked` for its proxy listener.
 async fn parked(admin: SocketAddr) -> u64 {
@@ -38,33 +37,11 @@ async fn wait_parked(admin: SocketAddr, count: u64) {
     .await;
 }
 
-/// Reads one response with a `content-length` body; returns head and body.
-async fn read_response(stream: &mut TcpStream) -> (String, Vec<u8>) {
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        let read = tokio::time::timeout(DEADLINE, stream.read(&mut byte))
-            .await
-            .expect("a response within the deadline")
-            .unwrap();
-        assert_eq!(read, 1, "connection closed mid-head: {head:?}");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length: ")
-                .map(str::to_owned)
-        })
-        .expect("a content-length")
-        .trim()
-        .parse()
-        .unwrap();
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).await.unwrap();
-    (head, body)
+/// The next response on `stream`; the connection must not close first.
+async fn next_response(stream: &mut TcpStream) -> Raw {
+    read_response(stream)
+        .await
+        .expect("a response before the connection closed")
 }
 
 /// Waits for the proxy to close the connection (EOF), failing on data.
@@ -81,16 +58,16 @@ async fn expect_closed(stream: &mut TcpStream) {
 async fn a_parked_connection_serves_the_next_requests_on_the_same_socket() {
     let blue = TestBackend::start("blue").await;
     let green = TestBackend::start("green").await;
-    let proxy = TestProxy::start(&support::table(blue.addr, green.addr, ROUTES)).await;
+    let proxy = TestProxy::start(&support::table(blue.addr, green.addr, TO_BLUE)).await;
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
 
     stream
         .write_all(b"GET /first HTTP/1.1\r\nhost: app\r\n\r\n")
         .await
         .unwrap();
-    let (head, body) = read_response(&mut stream).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert_eq!(body, b"blue");
+    let answer = next_response(&mut stream).await;
+    assert!(answer.head.starts_with("HTTP/1.1 200"), "{}", answer.head);
+    assert_eq!(answer.body, "blue");
     wait_parked(proxy.admin, 1).await;
 
     // The next request arrives in pieces, the first shorter than what the
@@ -104,9 +81,9 @@ async fn a_parked_connection_serves_the_next_requests_on_the_same_socket() {
     })
     .await;
     stream.write_all(rest).await.unwrap();
-    let (head, body) = read_response(&mut stream).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert_eq!(body, b"blue");
+    let answer = next_response(&mut stream).await;
+    assert!(answer.head.starts_with("HTTP/1.1 200"), "{}", answer.head);
+    assert_eq!(answer.body, "blue");
 
     // Parked again, then a request with a body and a pipelined one behind it.
     wait_parked(proxy.admin, 1).await;
@@ -116,15 +93,12 @@ async fn a_parked_connection_serves_the_next_requests_on_the_same_socket() {
         payload.len()
     );
     stream.write_all(pipelined.as_bytes()).await.unwrap();
-    let (head, upload) = read_response(&mut stream).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert_eq!(
-        String::from_utf8(upload).unwrap(),
-        format!("received {}", payload.len())
-    );
-    let (head, body) = read_response(&mut stream).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert_eq!(body, b"blue");
+    let upload = next_response(&mut stream).await;
+    assert!(upload.head.starts_with("HTTP/1.1 200"), "{}", upload.head);
+    assert_eq!(upload.body, format!("received {}", payload.len()));
+    let answer = next_response(&mut stream).await;
+    assert!(answer.head.starts_with("HTTP/1.1 200"), "{}", answer.head);
+    assert_eq!(answer.body, "blue");
 
     // The backend saw each request once, whole, in order.
     let paths: Vec<String> = blue.seen().into_iter().map(|s| s.uri).collect();
@@ -154,8 +128,8 @@ async fn a_connection_left_mid_body_closes_and_its_body_is_never_a_request() {
     );
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(smuggled).await.unwrap();
-    let (head, _) = read_response(&mut stream).await;
-    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    let answer = next_response(&mut stream).await;
+    assert!(answer.head.starts_with("HTTP/1.1 404"), "{}", answer.head);
     expect_closed(&mut stream).await;
     assert_eq!(parked(proxy.admin).await, 0);
     assert!(blue.seen().is_empty(), "a body byte became a request");
@@ -171,14 +145,14 @@ async fn a_parked_connection_still_closes_after_the_header_read_timeout() {
         ..Settings::default()
     };
     let proxy =
-        TestProxy::start_with(&support::table(blue.addr, green.addr, ROUTES), settings).await;
+        TestProxy::start_with(&support::table(blue.addr, green.addr, TO_BLUE), settings).await;
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     stream
         .write_all(b"GET / HTTP/1.1\r\nhost: app\r\n\r\n")
         .await
         .unwrap();
-    let (head, _) = read_response(&mut stream).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let answer = next_response(&mut stream).await;
+    assert!(answer.head.starts_with("HTTP/1.1 200"), "{}", answer.head);
     wait_parked(proxy.admin, 1).await;
     expect_closed(&mut stream).await;
     wait_parked(proxy.admin, 0).await;
@@ -189,13 +163,13 @@ async fn a_parked_connection_still_closes_after_the_header_read_timeout() {
 async fn shutdown_closes_parked_connections() {
     let blue = TestBackend::start("blue").await;
     let green = TestBackend::start("green").await;
-    let proxy = TestProxy::start(&support::table(blue.addr, green.addr, ROUTES)).await;
+    let proxy = TestProxy::start(&support::table(blue.addr, green.addr, TO_BLUE)).await;
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     stream
         .write_all(b"GET / HTTP/1.1\r\nhost: app\r\n\r\n")
         .await
         .unwrap();
-    read_response(&mut stream).await;
+    next_response(&mut stream).await;
     wait_parked(proxy.admin, 1).await;
     // Shutdown waits for open connections; a parked one must not hold it.
     proxy.shutdown().await;

@@ -7,6 +7,8 @@
 pub mod backend;
 pub mod client;
 pub mod h2raw;
+pub mod pki;
+pub mod raw;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -117,6 +119,15 @@ where
         assert!(start.elapsed() < DEADLINE, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A route sending everything to `blue` (for [`table`]).
+pub const TO_BLUE: &str = "  - name: app\n    rules:\n      - backend: blue\n";
+
+/// A normal HTTP/1.1 request still gets blue's answer.
+pub async fn served_normally(addr: SocketAddr) {
+    let mut client = Client::http1(addr).await;
+    assert_eq!(client.get("/", &[]).await.text(), "blue");
 }
 
 /// A native table with backends `blue` and `green` at the given addresses
