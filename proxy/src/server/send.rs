@@ -1,0 +1,115 @@
+//! What goes upstream: a request sent with one retry when it never left
+//! the proxy, and the tunnel after a protocol upgrade.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+use super::Proxy;
+use crate::backend::Backend;
+use crate::body::RequestBody;
+use crate::error::ProxyError;
+use crate::upstream::{Endpoint, Lease, SendError};
+
+impl Proxy {
+    /// Sends to one endpoint; a request that never left the proxy is retried
+    /// once on another endpoint (the same one when it is the only one).
+    pub(super) async fn send_with_retry(
+        &self,
+        backend: &Arc<Backend>,
+        request: Request<RequestBody>,
+        attempt_timeout: Option<Duration>,
+    ) -> Result<(Response<Incoming>, Lease), ProxyError> {
+        let first = backend
+            .pick_endpoint(rand::random(), None)
+            .ok_or_else(|| ProxyError::NoEndpoints(backend.name().to_owned()))?;
+        let request = match self
+            .attempt(backend, &first, request, attempt_timeout)
+            .await?
+        {
+            Ok(sent) => return Ok(sent),
+            Err(SendError::Failed(reason)) => {
+                return Err(upstream_failed(backend, first.addr(), reason));
+            }
+            Err(SendError::NotSent {
+                request, reason, ..
+            }) => {
+                tracing::debug!(backend = backend.name(), endpoint = first.addr(), %reason, "retrying on another endpoint; the request was not sent");
+                self.state.metrics().count_retry(backend.name());
+                *request
+            }
+        };
+        let second = backend
+            .pick_endpoint(rand::random(), Some(&first))
+            .ok_or_else(|| ProxyError::NoEndpoints(backend.name().to_owned()))?;
+        match self
+            .attempt(backend, &second, request, attempt_timeout)
+            .await?
+        {
+            Ok(sent) => Ok(sent),
+            Err(SendError::Failed(reason)) => Err(upstream_failed(backend, second.addr(), reason)),
+            Err(SendError::NotSent {
+                reason,
+                connect: true,
+                ..
+            }) => Err(ProxyError::Connect {
+                backend: backend.name().to_owned(),
+                endpoint: second.addr().to_owned(),
+                reason,
+            }),
+            Err(SendError::NotSent { reason, .. }) => {
+                Err(upstream_failed(backend, second.addr(), reason))
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        backend: &Arc<Backend>,
+        endpoint: &Arc<Endpoint>,
+        request: Request<RequestBody>,
+        limit: Option<Duration>,
+    ) -> Result<Result<(Response<Incoming>, Lease), SendError>, ProxyError> {
+        let send = endpoint.send(backend, request, self.settings.connect_timeout);
+        match limit {
+            Some(limit) => tokio::time::timeout(limit, send)
+                .await
+                .map_err(|_| ProxyError::Timeout(backend.name().to_owned())),
+            None => Ok(send.await),
+        }
+    }
+}
+
+pub(super) fn upstream_failed(backend: &Backend, endpoint: &str, reason: String) -> ProxyError {
+    ProxyError::Upstream {
+        backend: backend.name().to_owned(),
+        endpoint: endpoint.to_owned(),
+        reason,
+    }
+}
+
+/// Copies bytes both ways once both sides have switched protocols. The
+/// lease keeps the tunnel counted as in flight on its backend.
+pub(super) async fn tunnel(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    lease: Lease,
+    backend: Arc<Backend>,
+) {
+    let _in_flight = lease;
+    let _open = backend.tunnel_opened();
+    match tokio::try_join!(client, upstream) {
+        Ok((client, upstream)) => {
+            let mut client = TokioIo::new(client);
+            let mut upstream = TokioIo::new(upstream);
+            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                tracing::debug!(error = %e, "tunnel closed with an error");
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+    }
+}
