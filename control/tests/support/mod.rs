@@ -371,3 +371,43 @@ pub async fn tally(addr: SocketAddr, n: usize) -> std::collections::BTreeMap<Str
 pub fn path_str(path: &Path) -> &str {
     path.to_str().unwrap()
 }
+
+/// The group the release tests work on.
+pub const GROUP: &str = "edge";
+
+/// The CLI with the admin token.
+pub async fn admin(work: &Workspace, daemon: &Daemon, args: &[&str]) -> CliRun {
+    cli(work, daemon, Some("admin.token"), args).await
+}
+
+/// Applies `table` with the CLI and waits with `status -w` until it is live.
+pub async fn apply_live(work: &Workspace, daemon: &Daemon, name: &str, table: &str) -> String {
+    let file = work.write(name, table);
+    let run = admin(
+        work,
+        daemon,
+        &[
+            "apply",
+            "-f",
+            file.to_str().unwrap(),
+            "-g",
+            GROUP,
+            "-m",
+            name,
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "apply failed: {run:?}");
+    let run = admin(
+        work,
+        daemon,
+        &["status", "-w", "--timeout", "20s", "-g", GROUP],
+    )
+    .await;
+    assert_eq!(run.code, 0, "status -w failed: {run:?}");
+    assert!(run.stdout.contains("LIVE"), "{}", run.stdout);
+    daemon.status(GROUP).await["desired"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
