@@ -20,12 +20,26 @@ use support::{Client, DEADLINE, TO_BLUE, TestBackend, TestProxy, eventually};
 
 /// The proxy's `switchyard_downstream_connections_parked` for its proxy listener.
 async fn parked(admin: SocketAddr) -> u64 {
+    sample(
+        admin,
+        "switchyard_downstream_connections_parked{listener=\"proxy\"} ",
+    )
+    .await
+}
+
+/// The proxy listener's open HTTP/1.1 client connections.
+async fn open_http1(admin: SocketAddr) -> u64 {
+    let series = "switchyard_downstream_connections_open{listener=\"proxy\",protocol=\"http1\"} ";
+    sample(admin, series).await
+}
+
+/// The value of the metric line that starts with `series` (name, labels
+/// and the space before the value).
+async fn sample(admin: SocketAddr, series: &str) -> u64 {
     let text = Client::http1(admin).await.get("/metrics", &[]).await.text();
     text.lines()
-        .find_map(|line| {
-            line.strip_prefix("switchyard_downstream_connections_parked{listener=\"proxy\"} ")
-        })
-        .unwrap()
+        .find_map(|line| line.strip_prefix(series))
+        .unwrap_or_else(|| panic!("no {series:?} in the metrics:\n{text}"))
         .parse()
         .unwrap()
 }
@@ -104,9 +118,15 @@ async fn a_parked_connection_serves_the_next_requests_on_the_same_socket() {
     let paths: Vec<String> = blue.seen().into_iter().map(|s| s.uri).collect();
     assert_eq!(paths, ["/first", "/second", "/upload", "/third"]);
     // The request body was read to its end, so the connection parks again.
+    // Parked, it is still counted open, once; closed, it is counted out.
     wait_parked(proxy.admin, 1).await;
+    assert_eq!(open_http1(proxy.admin).await, 1);
     drop(stream);
     wait_parked(proxy.admin, 0).await;
+    eventually("the closed connection counted out", || async {
+        open_http1(proxy.admin).await == 0
+    })
+    .await;
     proxy.shutdown().await;
 }
 

@@ -27,7 +27,7 @@ use crate::settings::Settings;
 use crate::sidecar::{Intercepted, Outbound, Prefixed};
 use crate::tls::{CertStore, TlsConnection};
 pub(crate) use connection::BodyWatch;
-use connection::{ClientIo, ConnectionState, LiveConnections};
+use connection::{ClientIo, ConnectionState, LiveConnections, OpenConnection};
 use http1::ClientStream;
 
 /// HTTP/2 streams a client may have open at once (nginx: 128).
@@ -111,19 +111,17 @@ pub(crate) async fn serve<H, Fut>(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
-        let state = ConnectionState::new(metrics.clone());
-        let live_guard = live.opened();
+        let open = OpenConnection::new(ConnectionState::new(metrics.clone()), live.opened());
         let connection = Connection {
             builders: builders.clone(),
             handler: handler.clone(),
-            state,
+            open,
             shutdown: shutdown.clone(),
             settings: settings.clone(),
             peer,
         };
         let kind = kind.clone();
         tokio::spawn(async move {
-            let state = connection.state.clone();
             // Boxed below: the TLS and sidecar futures are much larger, and
             // inline they would size every plain connection's task.
             match kind {
@@ -146,8 +144,6 @@ pub(crate) async fn serve<H, Fut>(
                     Box::pin(connection.serve(stream, context)).await;
                 }
             }
-            state.closed();
-            drop(live_guard);
         });
     }
     drop(listener);
@@ -217,7 +213,8 @@ impl TlsListener {
 struct Connection<H> {
     builders: Arc<Builders>,
     handler: H,
-    state: Arc<ConnectionState>,
+    /// Dropped with the connection, by whichever task holds it last.
+    open: OpenConnection,
     shutdown: watch::Receiver<bool>,
     settings: Arc<Settings>,
     peer: SocketAddr,
@@ -236,11 +233,12 @@ where
         let Self {
             builders,
             handler,
-            state,
+            open,
             shutdown,
             settings,
             peer,
         } = self;
+        let state = open.state.clone();
         let service_state = state.clone();
         let service = service_fn(move |mut request: Request<Incoming>| {
             let handler = handler.clone();
@@ -275,17 +273,22 @@ where
         };
         if is_http2 {
             serve_http2(&builders, io, service, &state, shutdown, &settings, peer).await;
-        } else {
-            http1::serve(
-                &builders.http1,
-                io,
-                service,
-                &state,
-                shutdown,
-                &settings,
-                peer,
-            )
-            .await;
+            drop(open);
+            return;
+        }
+        let connection = http1::Http1Connection {
+            builders,
+            io,
+            service,
+            shutdown,
+            settings,
+            peer,
+            open,
+        };
+        if let Some(parked) = http1::serve(connection).await {
+            // This task, sized for every stage of a connection, ends here;
+            // the parked connection waits in a task sized for waiting.
+            tokio::spawn(http1::stay_parked(parked));
         }
     }
 }

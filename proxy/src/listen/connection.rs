@@ -296,6 +296,28 @@ impl LiveConnections {
 #[derive(Debug)]
 pub(crate) struct LiveGuard(Arc<LiveConnections>);
 
+/// One open client connection, counted in the listener's live set and in
+/// the metrics until dropped. It moves with the connection from task to
+/// task (a parked HTTP/1.1 connection waits in a task of its own), so
+/// whichever task ends the connection counts it closed.
+#[derive(Debug)]
+pub(crate) struct OpenConnection {
+    pub(crate) state: Arc<ConnectionState>,
+    _live: LiveGuard,
+}
+
+impl OpenConnection {
+    pub(crate) fn new(state: Arc<ConnectionState>, live: LiveGuard) -> Self {
+        Self { state, _live: live }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.state.closed();
+    }
+}
+
 impl Drop for LiveGuard {
     fn drop(&mut self) {
         if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -327,6 +349,13 @@ impl<T> ClientIo<T> {
             stalled: None,
             waiting: false,
         }
+    }
+
+    /// Frees the write-stall timer, if a write ever waited: a parked
+    /// connection writes nothing until it resumes.
+    pub(crate) fn release_stall_timer(&mut self) {
+        self.stalled = None;
+        self.waiting = false;
     }
 
     /// Checks the write deadline after the inner write returned `Pending`.

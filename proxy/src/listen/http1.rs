@@ -15,9 +15,12 @@
 //! [`ConnectionState::parkable`]): parking one in the middle of a request
 //! body would read the rest of that body as a new request.
 
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,11 +28,12 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::HttpService;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::connection::{ClientIo, ConnectionState, TrackedBody};
+use super::Builders;
+use super::connection::{ClientIo, ConnectionState, OpenConnection, TrackedBody};
 use crate::settings::Settings;
 use crate::sidecar::Prefixed;
 
@@ -83,43 +87,93 @@ pub(crate) fn silence_limit(settings: &Settings) -> Option<Duration> {
 type Connection<T, S> = http1::UpgradeableConnection<TokioIo<ClientStream<T>>, S>;
 type Parts<T, S> = http1::Parts<TokioIo<ClientStream<T>>, S>;
 
-/// Serves HTTP/1.1 on `io` until the connection ends, parking it whenever
-/// it idles at a request boundary for [`PARK_AFTER`].
+/// An HTTP/1.1 connection between two hyper connections: everything it
+/// keeps while parked.
+pub(crate) struct Http1Connection<T, S> {
+    pub(crate) builders: Arc<Builders>,
+    pub(crate) io: ClientStream<T>,
+    pub(crate) service: S,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) peer: SocketAddr,
+    pub(crate) open: OpenConnection,
+}
+
+/// Serves HTTP/1.1 on the connection until it ends (`None`) or idles at a
+/// request boundary for [`PARK_AFTER`] (`Some`, parked: hand it to
+/// [`stay_parked`] in a task of its own, so that the serving task and all
+/// its state are freed).
 pub(crate) async fn serve<T, S>(
-    builder: &http1::Builder,
-    mut io: ClientStream<T>,
-    mut service: S,
-    state: &Arc<ConnectionState>,
-    mut shutdown: watch::Receiver<bool>,
-    settings: &Settings,
-    peer: SocketAddr,
-) where
+    mut connection: Http1Connection<T, S>,
+) -> Option<Http1Connection<T, S>>
+where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: HttpService<Incoming, ResBody = TrackedBody> + Unpin,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     loop {
-        // Boxed, as is the future driving it: while parked, the task keeps
-        // none of hyper's state and none of the driver's.
-        let connection = Box::new(
-            builder
-                .serve_connection(TokioIo::new(io), service)
+        // Boxed, as is the future driving it: they are freed at parking.
+        let hyper_connection = Box::new(
+            connection
+                .builders
+                .http1
+                .serve_connection(TokioIo::new(connection.io), connection.service)
                 .with_upgrades(),
         );
-        let driven = Box::pin(drive(connection, state, &mut shutdown, settings, peer));
-        let Some(parts) = driven.await else {
-            return;
-        };
-        let read_ahead;
-        (io, service, read_ahead) = (parts.io.into_inner(), parts.service, parts.read_buf);
-        io.put_back(read_ahead);
+        let driven = Box::pin(drive(
+            hyper_connection,
+            &connection.open.state,
+            &mut connection.shutdown,
+            &connection.settings,
+            connection.peer,
+        ));
+        let parts = driven.await?;
+        connection.io = parts.io.into_inner();
+        connection.service = parts.service;
+        connection.io.put_back(parts.read_buf);
+        let state = &connection.open.state;
         state.keep_open.store(false, Ordering::Release);
-        if io.prefix_is_empty() {
-            state.set_parked(true);
-            let resumed = next_bytes(&mut io, state, &mut shutdown, settings).await;
-            state.set_parked(false);
+        // With bytes read ahead (a pipelined request), serve them at once.
+        if connection.io.prefix_is_empty() {
+            return Some(connection);
+        }
+    }
+}
+
+/// Keeps a parked connection, the task's whole state, until the client's
+/// next bytes, serves them (the serving future boxed, so this task stays
+/// small), and parks again, until the connection ends.
+///
+/// Not an `async fn`: one of those keeps its arguments twice in its future
+/// (rust-lang/rust#62958), and the connection is most of this one.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its arguments twice"
+)]
+pub(crate) fn stay_parked<T, S>(mut connection: Http1Connection<T, S>) -> impl Future<Output = ()>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: HttpService<Incoming, ResBody = TrackedBody> + Unpin,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    async move {
+        loop {
+            connection.io.inner_mut().release_stall_timer();
+            connection.open.state.set_parked(true);
+            let resumed = next_bytes(
+                &mut connection.io,
+                &connection.open.state,
+                &mut connection.shutdown,
+                &connection.settings,
+            )
+            .await;
+            connection.open.state.set_parked(false);
             if !resumed {
                 return;
+            }
+            match Box::pin(serve(connection)).await {
+                Some(parked) => connection = parked,
+                None => return,
             }
         }
     }
@@ -189,33 +243,55 @@ where
 /// them back; `false` when the connection should close instead: the
 /// client closed, shutdown began, or it stayed idle past the header read
 /// timeout or the idle timeout (what would have closed it unparked).
-async fn next_bytes<T: AsyncRead + Unpin>(
-    io: &mut ClientStream<T>,
-    state: &ConnectionState,
-    shutdown: &mut watch::Receiver<bool>,
+///
+/// Polled by hand rather than with `select!`, which keeps copies of the
+/// futures it races, and not an `async fn` (see [`stay_parked`]): this
+/// future lives in every parked connection's task, so its size is most of
+/// what a parked connection costs (issue #8).
+fn next_bytes<'a, T: AsyncRead + Unpin>(
+    io: &'a mut ClientStream<T>,
+    state: &'a ConnectionState,
+    shutdown: &'a mut watch::Receiver<bool>,
     settings: &Settings,
-) -> bool {
+) -> impl Future<Output = bool> + 'a {
     let deadline = silence_limit(settings)
         .map(|limit| Instant::now() + limit.saturating_sub(state.idle_for()));
-    let expired = async {
-        match deadline {
-            Some(deadline) => tokio::time::sleep_until(deadline).await,
-            None => std::future::pending().await,
+    // Only `true` is ever sent, so any change (or a dropped sender) means
+    // shutdown: `changed` is 40 bytes smaller than waiting for the value,
+    // enough to fit the task in a smaller allocation (tokio rounds a task
+    // up to 128 bytes; measured 744 against 784 bytes of future).
+    let stopping = *shutdown.borrow();
+    async move {
+        if stopping {
+            return false;
         }
-    };
-    // Small on purpose: it lives in every parked connection's task; hyper
-    // reads the rest of the request itself.
-    let mut first = [0u8; 64];
-    tokio::select! {
-        read = io.inner_mut().read(&mut first) => match read {
-            Ok(read) if read > 0 => {
-                io.put_back(Bytes::copy_from_slice(&first[..read]));
-                true
+        let mut expired = pin!(deadline.map(tokio::time::sleep_until));
+        let mut aborted = pin!(state.abort.notified());
+        let mut stopped = pin!(shutdown.changed());
+        // Small on purpose; hyper reads the rest of the request itself.
+        let mut first = [0u8; 64];
+        poll_fn(|cx| {
+            let expired = expired
+                .as_mut()
+                .as_pin_mut()
+                .is_some_and(|sleep| sleep.poll(cx).is_ready());
+            if expired
+                || aborted.as_mut().poll(cx).is_ready()
+                || stopped.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(false);
             }
-            _ => false,
-        },
-        () = expired => false,
-        () = state.abort.notified() => false,
-        _ = crate::state::stopped(shutdown) => false,
+            let mut read = ReadBuf::new(&mut first);
+            match Pin::new(io.inner_mut()).poll_read(cx, &mut read) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Ok(())) if !read.filled().is_empty() => {
+                    io.put_back(Bytes::copy_from_slice(read.filled()));
+                    Poll::Ready(true)
+                }
+                // The client closed, or the socket failed.
+                Poll::Ready(_) => Poll::Ready(false),
+            }
+        })
+        .await
     }
 }
