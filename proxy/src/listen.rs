@@ -238,7 +238,7 @@ where
             settings,
             peer,
         } = self;
-        let state = open.state.clone();
+        let state = &open.state;
         let service_state = state.clone();
         let service = service_fn(move |mut request: Request<Incoming>| {
             let handler = handler.clone();
@@ -268,12 +268,11 @@ where
             Bytes::new(),
             ClientIo::new(io, settings.response_write_timeout, state.clone()),
         );
-        let Some(is_http2) = first_bytes(&mut io, &state, shutdown.clone(), &settings).await else {
+        let Some(is_http2) = first_bytes(&mut io, state, shutdown.clone(), &settings).await else {
             return;
         };
         if is_http2 {
-            serve_http2(&builders, io, service, &state, shutdown, &settings, peer).await;
-            drop(open);
+            serve_http2(&builders, io, service, state, shutdown, &settings, peer).await;
             return;
         }
         let connection = http1::Http1Connection {
