@@ -4,6 +4,7 @@
 
 mod connection;
 mod http1;
+mod parked;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -83,14 +84,20 @@ pub(crate) async fn serve<H, Fut>(
     H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + Unpin + 'static,
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
-    let builders = Arc::new(Builders::new(&settings));
+    let shared = Arc::new(Shared::new(settings.clone(), shutdown.clone()));
     let metrics = Arc::new(metrics);
     let grace = settings.shutdown_grace;
     let live = Arc::new(LiveConnections::default());
     let local = listener.local_addr().ok();
+    let mut sweep = tokio::time::interval(parked::SWEEP_EVERY);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
+            _ = sweep.tick() => {
+                shared.parked.sweep(tokio::time::Instant::now());
+                continue;
+            }
             _ = crate::state::stopped(&mut shutdown) => break,
         };
         let (stream, peer) = match accepted {
@@ -113,11 +120,9 @@ pub(crate) async fn serve<H, Fut>(
         }
         let open = OpenConnection::new(ConnectionState::new(metrics.clone()), live.opened());
         let connection = Connection {
-            builders: builders.clone(),
+            shared: shared.clone(),
             handler: handler.clone(),
             open,
-            shutdown: shutdown.clone(),
-            settings: settings.clone(),
             peer,
         };
         let kind = kind.clone();
@@ -147,6 +152,7 @@ pub(crate) async fn serve<H, Fut>(
         });
     }
     drop(listener);
+    shared.parked.close_all();
     tracing::info!(listener = name, address = ?local, open = live.count(), "stopped accepting; draining connections");
     if tokio::time::timeout(grace, live.all_closed())
         .await
@@ -211,12 +217,10 @@ impl TlsListener {
 
 /// One accepted connection, before its protocol is known.
 struct Connection<H> {
-    builders: Arc<Builders>,
+    shared: Arc<Shared>,
     handler: H,
     /// Dropped with the connection, by whichever task holds it last.
     open: OpenConnection,
-    shutdown: watch::Receiver<bool>,
-    settings: Arc<Settings>,
     peer: SocketAddr,
 }
 
@@ -231,11 +235,9 @@ where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let Self {
-            builders,
+            shared,
             handler,
             open,
-            shutdown,
-            settings,
             peer,
         } = self;
         let state = &open.state;
@@ -266,21 +268,19 @@ where
         });
         let mut io = Prefixed::new(
             Bytes::new(),
-            ClientIo::new(io, settings.response_write_timeout, state.clone()),
+            ClientIo::new(io, shared.settings.response_write_timeout, state.clone()),
         );
-        let Some(is_http2) = first_bytes(&mut io, state, shutdown.clone(), &settings).await else {
+        let Some(is_http2) = first_bytes(&mut io, state, &shared).await else {
             return;
         };
         if is_http2 {
-            serve_http2(&builders, io, service, state, shutdown, &settings, peer).await;
+            serve_http2(&shared, io, service, state, peer).await;
             return;
         }
         let connection = http1::Http1Connection {
-            builders,
+            shared,
             io,
             service,
-            shutdown,
-            settings,
             peer,
             open,
         };
@@ -296,12 +296,10 @@ where
 /// machine): inline, HTTP/2's connection state would size every
 /// connection's task, parked HTTP/1.1 ones included.
 fn serve_http2<'a, I, S>(
-    builders: &Builders,
+    shared: &Shared,
     io: ClientStream<I>,
     service: S,
     state: &'a ConnectionState,
-    shutdown: watch::Receiver<bool>,
-    settings: &Settings,
     peer: SocketAddr,
 ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>
 where
@@ -313,12 +311,12 @@ where
     <S::ResBody as http_body::Body>::Data: Send,
     S::Future: Send + 'static,
 {
-    let connection = builders.http2.serve_connection(TokioIo::new(io), service);
+    let connection = shared.http2.serve_connection(TokioIo::new(io), service);
     Box::pin(drive(
         connection,
         state,
-        shutdown,
-        settings.idle_timeout,
+        shared.shutdown.clone(),
+        shared.settings.idle_timeout,
         peer,
     ))
 }
@@ -343,14 +341,14 @@ fn note_http1_request(request: &mut Request<Incoming>, state: &Arc<ConnectionSta
 async fn first_bytes<I>(
     io: &mut ClientStream<I>,
     state: &ConnectionState,
-    mut shutdown: watch::Receiver<bool>,
-    settings: &Settings,
+    shared: &Shared,
 ) -> Option<bool>
 where
     I: tokio::io::AsyncRead + Unpin,
 {
+    let mut shutdown = shared.shutdown.clone();
     let expired = async {
-        match http1::silence_limit(settings) {
+        match http1::silence_limit(&shared.settings) {
             Some(limit) => tokio::time::sleep(limit).await,
             None => std::future::pending().await,
         }
@@ -424,15 +422,22 @@ where
     }
 }
 
-/// The HTTP/1.1 and HTTP/2 settings every connection gets: the limits are
-/// set explicitly rather than left to library defaults that can change.
-struct Builders {
+/// What every connection of a listener shares: its settings, the HTTP/1.1
+/// and HTTP/2 builders (the limits set explicitly rather than left to
+/// library defaults that can change), the shutdown signal and the list of
+/// parked connections.
+struct Shared {
+    settings: Arc<Settings>,
     http1: hyper::server::conn::http1::Builder,
     http2: http2::Builder<TokioExecutor>,
+    /// Turns true at shutdown. Each connection waits on a clone of its own,
+    /// taken when it needs one (a clone starts with this one's view).
+    shutdown: watch::Receiver<bool>,
+    parked: parked::ParkedConnections,
 }
 
-impl Builders {
-    fn new(settings: &Settings) -> Self {
+impl Shared {
+    fn new(settings: Arc<Settings>, shutdown: watch::Receiver<bool>) -> Self {
         let mut http1 = hyper::server::conn::http1::Builder::new();
         http1
             .timer(TokioTimer::new())
@@ -454,6 +459,12 @@ impl Builders {
             .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
             .keep_alive_interval(H2_PING_INTERVAL)
             .keep_alive_timeout(H2_PING_TIMEOUT);
-        Self { http1, http2 }
+        Self {
+            settings,
+            http1,
+            http2,
+            shutdown,
+            parked: parked::ParkedConnections::default(),
+        }
     }
 }

@@ -29,10 +29,9 @@ use hyper::server::conn::http1;
 use hyper::service::HttpService;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::Builders;
+use super::Shared;
 use super::connection::{ClientIo, ConnectionState, OpenConnection, TrackedBody};
 use crate::settings::Settings;
 use crate::sidecar::Prefixed;
@@ -90,11 +89,9 @@ type Parts<T, S> = http1::Parts<TokioIo<ClientStream<T>>, S>;
 /// An HTTP/1.1 connection between two hyper connections: everything it
 /// keeps while parked.
 pub(crate) struct Http1Connection<T, S> {
-    pub(crate) builders: Arc<Builders>,
+    pub(crate) shared: Arc<Shared>,
     pub(crate) io: ClientStream<T>,
     pub(crate) service: S,
-    pub(crate) shutdown: watch::Receiver<bool>,
-    pub(crate) settings: Arc<Settings>,
     pub(crate) peer: SocketAddr,
     pub(crate) open: OpenConnection,
 }
@@ -115,7 +112,7 @@ where
         // Boxed, as is the future driving it: they are freed at parking.
         let hyper_connection = Box::new(
             connection
-                .builders
+                .shared
                 .http1
                 .serve_connection(TokioIo::new(connection.io), connection.service)
                 .with_upgrades(),
@@ -123,8 +120,7 @@ where
         let driven = Box::pin(drive(
             hyper_connection,
             &connection.open.state,
-            &mut connection.shutdown,
-            &connection.settings,
+            &connection.shared,
             connection.peer,
         ));
         let parts = driven.await?;
@@ -163,8 +159,7 @@ where
             let resumed = next_bytes(
                 &mut connection.io,
                 &connection.open.state,
-                &mut connection.shutdown,
-                &connection.settings,
+                &connection.shared,
             )
             .await;
             connection.open.state.set_parked(false);
@@ -185,8 +180,7 @@ where
 async fn drive<T, S>(
     mut connection: Box<Connection<T, S>>,
     state: &ConnectionState,
-    shutdown: &mut watch::Receiver<bool>,
-    settings: &Settings,
+    shared: &Shared,
     peer: SocketAddr,
 ) -> Option<Parts<T, S>>
 where
@@ -194,7 +188,8 @@ where
     S: HttpService<Incoming, ResBody = TrackedBody> + Unpin,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let idle_timeout = settings.idle_timeout;
+    let idle_timeout = shared.settings.idle_timeout;
+    let mut shutdown = shared.shutdown.clone();
     let check_every = if idle_timeout.is_zero() {
         PARK_AFTER
     } else {
@@ -215,7 +210,7 @@ where
                 return if parking { connection.into_parts() } else { None };
             }
             () = state.abort.notified() => return None,
-            _ = crate::state::stopped(shutdown), if !closing => {
+            _ = crate::state::stopped(&mut shutdown), if !closing => {
                 // A connection being parked closes for real instead.
                 state.keep_open.store(false, Ordering::Release);
                 std::pin::Pin::new(&mut *connection).graceful_shutdown();
@@ -242,56 +237,44 @@ where
 /// Waits, with no buffer, for the parked client's next bytes and puts
 /// them back; `false` when the connection should close instead: the
 /// client closed, shutdown began, or it stayed idle past the header read
-/// timeout or the idle timeout (what would have closed it unparked).
+/// timeout or the idle timeout (what would have closed it unparked). The
+/// listener's list of parked connections watches the last two and tells
+/// the connection through its `abort`.
 ///
-/// Polled by hand rather than with `select!`, which keeps copies of the
-/// futures it races, and not an `async fn` (see [`stay_parked`]): this
-/// future lives in every parked connection's task, so its size is most of
-/// what a parked connection costs (issue #8).
-fn next_bytes<'a, T: AsyncRead + Unpin>(
-    io: &'a mut ClientStream<T>,
-    state: &'a ConnectionState,
-    shutdown: &'a mut watch::Receiver<bool>,
-    settings: &Settings,
-) -> impl Future<Output = bool> + 'a {
-    let deadline = silence_limit(settings)
+/// This future lives in every parked connection's task, so its size is
+/// most of what a parked connection costs (issue #8): it holds no timer,
+/// no shutdown watch and no buffer, and is polled by hand rather than
+/// with `select!`, which keeps copies of the futures it races.
+async fn next_bytes<T: AsyncRead + Unpin>(
+    io: &mut ClientStream<T>,
+    state: &Arc<ConnectionState>,
+    shared: &Shared,
+) -> bool {
+    // Created before parking, so no notification can be missed.
+    let mut aborted = pin!(state.abort.notified());
+    let deadline = silence_limit(&shared.settings)
         .map(|limit| Instant::now() + limit.saturating_sub(state.idle_for()));
-    // Only `true` is ever sent, so any change (or a dropped sender) means
-    // shutdown: `changed` is 40 bytes smaller than waiting for the value,
-    // enough to fit the task in a smaller allocation (tokio rounds a task
-    // up to 128 bytes; measured 744 against 784 bytes of future).
-    let stopping = *shutdown.borrow();
-    async move {
-        if stopping {
-            return false;
+    let Some(_place) = shared.parked.park(state, deadline) else {
+        return false;
+    };
+    poll_fn(move |cx| {
+        if aborted.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(false);
         }
-        let mut expired = pin!(deadline.map(tokio::time::sleep_until));
-        let mut aborted = pin!(state.abort.notified());
-        let mut stopped = pin!(shutdown.changed());
-        // Small on purpose; hyper reads the rest of the request itself.
-        let mut first = [0u8; 64];
-        poll_fn(|cx| {
-            let expired = expired
-                .as_mut()
-                .as_pin_mut()
-                .is_some_and(|sleep| sleep.poll(cx).is_ready());
-            if expired
-                || aborted.as_mut().poll(cx).is_ready()
-                || stopped.as_mut().poll(cx).is_ready()
-            {
-                return Poll::Ready(false);
+        // One byte is enough to know the client is back; hyper reads the
+        // rest of the request itself. A buffer kept between polls would
+        // cost every parked connection its size.
+        let mut first = [0u8; 1];
+        let mut read = ReadBuf::new(&mut first);
+        match Pin::new(io.inner_mut()).poll_read(cx, &mut read) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) if !read.filled().is_empty() => {
+                io.put_back(Bytes::copy_from_slice(read.filled()));
+                Poll::Ready(true)
             }
-            let mut read = ReadBuf::new(&mut first);
-            match Pin::new(io.inner_mut()).poll_read(cx, &mut read) {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(Ok(())) if !read.filled().is_empty() => {
-                    io.put_back(Bytes::copy_from_slice(read.filled()));
-                    Poll::Ready(true)
-                }
-                // The client closed, or the socket failed.
-                Poll::Ready(_) => Poll::Ready(false),
-            }
-        })
-        .await
-    }
+            // The client closed, or the socket failed.
+            Poll::Ready(_) => Poll::Ready(false),
+        }
+    })
+    .await
 }

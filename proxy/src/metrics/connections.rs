@@ -93,8 +93,8 @@ impl ConnectionFamilies {
     }
 }
 
-/// Connection metrics of one listener.
-#[derive(Debug, Clone)]
+/// Connection metrics of one listener (`default()`: registered nowhere).
+#[derive(Debug, Clone, Default)]
 pub struct Downstream {
     /// Connections accepted, by [`ConnectionProtocol`].
     accepted: [Counter; 3],
