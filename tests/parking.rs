@@ -156,16 +156,14 @@ async fn a_connection_left_mid_body_closes_and_its_body_is_never_a_request() {
     proxy.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_parked_connection_still_closes_after_the_header_read_timeout() {
-    let blue = TestBackend::start("blue").await;
-    let green = TestBackend::start("green").await;
-    // Parking is checked once a second from when the connection started
-    // serving, so an idle connection parks after 1 to 2 s: at the first
-    // check only if it has been idle a full second by then, which a slow
-    // response (a loaded CI box) can miss by a millisecond. The timeout
-    // must outlast the second check, or hyper closes the connection
-    // unparked and this test sees nothing parked.
+/// A proxy with a 2.5 s header read timeout to `blue`, and a client
+/// connection parked after one request. An idle connection parks a second
+/// after its response; the timeout must outlast that with room for a
+/// loaded CI box, or hyper closes the connection unparked.
+async fn parked_with_header_timeout(
+    blue: &TestBackend,
+    green: &TestBackend,
+) -> (TestProxy, TcpStream) {
     let settings = Settings {
         header_read_timeout: Duration::from_millis(2500),
         ..Settings::default()
@@ -180,7 +178,44 @@ async fn a_parked_connection_still_closes_after_the_header_read_timeout() {
     let answer = next_response(&mut stream).await;
     assert!(answer.head.starts_with("HTTP/1.1 200"), "{}", answer.head);
     wait_parked(proxy.admin, 1).await;
+    (proxy, stream)
+}
+
+#[tokio::test]
+async fn a_parked_connection_still_closes_after_the_header_read_timeout() {
+    let blue = TestBackend::start("blue").await;
+    let green = TestBackend::start("green").await;
+    let (proxy, mut stream) = parked_with_header_timeout(&blue, &green).await;
     expect_closed(&mut stream).await;
+    wait_parked(proxy.admin, 0).await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_resumed_connection_that_sends_half_a_request_head_still_times_out() {
+    let blue = TestBackend::start("blue").await;
+    let green = TestBackend::start("green").await;
+    let (proxy, mut stream) = parked_with_header_timeout(&blue, &green).await;
+
+    // A slow client: half a request head, then nothing. Were the resumed
+    // connection parked again with those bytes, each new hyper connection
+    // would start a new header read timeout; it must close at the first.
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nhost: app\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut rest))
+        .await
+        .expect("the proxy closed the connection within the deadline")
+        .unwrap();
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(
+        !rest.contains("200 OK"),
+        "the half request was served: {rest}"
+    );
+    let paths: Vec<String> = blue.seen().into_iter().map(|s| s.uri).collect();
+    assert_eq!(paths, ["/"]);
     wait_parked(proxy.admin, 0).await;
     proxy.shutdown().await;
 }

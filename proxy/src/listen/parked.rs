@@ -4,9 +4,9 @@
 //! holds is paid for by every idle connection (issue #8). So instead of a
 //! timer and a shutdown watch in each parked task (232 bytes of futures,
 //! enough to move the task into a larger allocation), the listener keeps
-//! one list of them: the listener checks every deadline once a second, and
-//! shutdown closes them all from the list. A parked task waits only for its
-//! client's next bytes and for its connection's `abort` notification.
+//! one list of them, checks their deadlines once a second and, at
+//! shutdown, closes them all. A parked task waits only for its client's
+//! next bytes and for its connection's `abort` notification.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -141,6 +141,11 @@ mod tests {
         assert!(!futures_ready(late_aborted.as_mut()));
         assert!(!futures_ready(forever_aborted.as_mut()));
         assert_eq!(parked.len(), 3, "a connection leaves when it closes");
+
+        // Still in the list until it closes, it is not notified again.
+        let early_again = early.abort.notified();
+        parked.sweep(now + Duration::from_secs(3));
+        assert!(!futures_ready(std::pin::pin!(early_again)));
     }
 
     #[tokio::test]
