@@ -157,9 +157,12 @@ async fn a_connection_left_mid_body_closes_and_its_body_is_never_a_request() {
 }
 
 /// A proxy with a 2.5 s header read timeout to `blue`, and a client
-/// connection parked after one request. An idle connection parks a second
-/// after its response; the timeout must outlast that with room for a
-/// loaded CI box, or hyper closes the connection unparked.
+/// connection parked after one request. Parking is checked once a second
+/// from when the connection started serving, so an idle connection parks
+/// after 1 to 2 s: at the first check only if it has been idle a full
+/// second by then, which a slow response (a loaded CI box) can miss by a
+/// millisecond. The timeout must outlast the second check, or hyper
+/// closes the connection unparked.
 async fn parked_with_header_timeout(
     blue: &TestBackend,
     green: &TestBackend,

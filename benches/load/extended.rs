@@ -176,10 +176,9 @@ pub(crate) fn idle_memory(
         anyhow::ensure!(read > 0, "connection closed before answering");
         open.push(stream);
     }
-    // Idle long enough for Switchyard to park every connection (after a
-    // second of idleness it gives hyper's buffers back; nginx and HAProxy
-    // free theirs at once) and for lazily freed memory to settle. Kept at
-    // 2.5 s, as when parking took 1 to 2 s, so runs stay comparable.
+    // Idle long enough for Switchyard to park every connection (after 1 to
+    // 2 s of idleness it gives hyper's buffers back; nginx and HAProxy free
+    // theirs at once) and for lazily freed memory to settle.
     std::thread::sleep(Duration::from_millis(2500));
     let loaded = tree_rss_kib(pid);
     drop(open);

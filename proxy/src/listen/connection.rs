@@ -88,22 +88,9 @@ impl ConnectionState {
 
     fn stream_ended(&self) {
         if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.idle_from_now();
+            let now = u64::try_from(self.born.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.idle_since.store(now, Ordering::Relaxed);
         }
-    }
-
-    /// A parked connection's client sent bytes again: its idleness counts
-    /// from now, not from its last response, so that it is not parked
-    /// again (or closed as idle) while its next request is on its way.
-    pub(crate) fn client_spoke(&self) {
-        if self.active.load(Ordering::Acquire) == 0 {
-            self.idle_from_now();
-        }
-    }
-
-    fn idle_from_now(&self) {
-        let now = u64::try_from(self.born.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.idle_since.store(now, Ordering::Relaxed);
     }
 
     /// The connection is parked (`true`) or resumes (`false`).

@@ -166,7 +166,6 @@ where
             if !resumed {
                 return;
             }
-            connection.open.state.client_spoke();
             match Box::pin(serve(connection)).await {
                 Some(parked) => connection = parked,
                 None => return,
@@ -191,9 +190,13 @@ where
 {
     let idle_timeout = shared.settings.idle_timeout;
     let mut shutdown = shared.shutdown.clone();
-    // The first check a little after the connection (re)started: a client
-    // that just resumed a parked connection has not sent its request yet.
-    let mut check = pin!(tokio::time::sleep(next_check(Duration::ZERO, idle_timeout)));
+    let check_every = if idle_timeout.is_zero() {
+        PARK_AFTER
+    } else {
+        (idle_timeout / 4).clamp(Duration::from_millis(10), PARK_AFTER)
+    };
+    let mut check = tokio::time::interval_at(Instant::now() + check_every, check_every);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut closing, mut parking) = (false, false);
     loop {
         tokio::select! {
@@ -213,7 +216,7 @@ where
                 std::pin::Pin::new(&mut *connection).graceful_shutdown();
                 (closing, parking) = (true, false);
             }
-            () = &mut check, if !closing && !parking => {
+            _ = check.tick(), if !closing && !parking => {
                 let idle = state.idle_for();
                 if !idle_timeout.is_zero() && idle >= idle_timeout {
                     tracing::debug!(%peer, "closing an idle connection");
@@ -225,34 +228,10 @@ where
                     // response, it stops once that is written.
                     std::pin::Pin::new(&mut *connection).graceful_shutdown();
                     parking = true;
-                } else {
-                    let next = Instant::now() + next_check(idle, idle_timeout);
-                    check.as_mut().reset(next);
                 }
             }
         }
     }
-}
-
-/// How long until the connection should be checked again, having been
-/// idle for `idle` (zero: busy): when it will have been idle for
-/// [`PARK_AFTER`] or for the idle timeout, if it stays idle, so that it
-/// parks a second after its last response (not at the next whole-second
-/// check, up to two); a busy connection, or one idle but not parkable, is
-/// checked again a [`PARK_AFTER`] later.
-fn next_check(idle: Duration, idle_timeout: Duration) -> Duration {
-    /// Checks this close together are not worth a wake-up.
-    const MIN_CHECK: Duration = Duration::from_millis(10);
-    let until_parkable = match PARK_AFTER.checked_sub(idle) {
-        Some(left) if !left.is_zero() => left,
-        _ => PARK_AFTER,
-    };
-    let until_closed = if idle_timeout.is_zero() {
-        Duration::MAX
-    } else {
-        idle_timeout.saturating_sub(idle)
-    };
-    until_parkable.min(until_closed).max(MIN_CHECK)
 }
 
 /// Waits, with no buffer, for the parked client's next bytes and puts
@@ -298,38 +277,4 @@ async fn next_bytes<T: AsyncRead + Unpin>(
         }
     })
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const OFF: Duration = Duration::ZERO;
-
-    fn ms(millis: u64) -> Duration {
-        Duration::from_millis(millis)
-    }
-
-    #[test]
-    fn an_idle_connection_is_checked_when_it_can_park() {
-        assert_eq!(next_check(ms(400), OFF), ms(600));
-        assert_eq!(next_check(ms(400), Duration::from_secs(300)), ms(600));
-        // Almost there: not a wake-up a microsecond later.
-        assert_eq!(next_check(ms(1000) - Duration::from_micros(1), OFF), ms(10));
-    }
-
-    #[test]
-    fn a_busy_or_unparkable_connection_is_checked_a_second_later() {
-        assert_eq!(next_check(Duration::ZERO, OFF), PARK_AFTER);
-        assert_eq!(next_check(ms(1000), OFF), PARK_AFTER);
-        assert_eq!(next_check(ms(5000), OFF), PARK_AFTER);
-    }
-
-    #[test]
-    fn a_short_idle_timeout_is_checked_when_it_expires() {
-        assert_eq!(next_check(Duration::ZERO, ms(300)), ms(300));
-        assert_eq!(next_check(ms(100), ms(300)), ms(200));
-        assert_eq!(next_check(ms(5000), Duration::from_secs(6)), ms(1000));
-        assert_eq!(next_check(ms(5500), Duration::from_secs(6)), ms(500));
-    }
 }
