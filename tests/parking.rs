@@ -207,16 +207,9 @@ async fn a_resumed_connection_that_sends_half_a_request_head_still_times_out() {
         .write_all(b"GET /slow HTTP/1.1\r\nhost: app\r\n")
         .await
         .unwrap();
-    let mut rest = Vec::new();
-    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut rest))
-        .await
-        .expect("the proxy closed the connection within the deadline")
-        .unwrap();
-    let rest = String::from_utf8_lossy(&rest);
-    assert!(
-        !rest.contains("200 OK"),
-        "the half request was served: {rest}"
-    );
+    // Closed without an answer (hyper sends nothing at its header read
+    // timeout), and the half request never reached the backend.
+    expect_closed(&mut stream).await;
     let paths: Vec<String> = blue.seen().into_iter().map(|s| s.uri).collect();
     assert_eq!(paths, ["/"]);
     wait_parked(proxy.admin, 0).await;
