@@ -38,5 +38,5 @@ mod upstream_tls;
 mod run;
 
 pub use run::{Listeners, TlsListeners, run};
-pub use settings::{LogLevel, Settings};
+pub use settings::{LogLevel, Settings, SplitRandom};
 pub use state::{Applier, State};

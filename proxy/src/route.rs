@@ -77,7 +77,8 @@ pub(crate) fn decide(
                 None => {
                     let soft_open =
                         |id: BackendId| snapshot.backends[id.0 as usize].soft_drain_open();
-                    let (picked, cookie) = pick(split, &head, soft_open);
+                    let random = settings.split_random.next_u64();
+                    let (picked, cookie) = pick(split, &head, random, soft_open);
                     set_cookie = cookie;
                     let picked = picked.ok_or(ProxyError::AllDraining)?;
                     sticky = picked.sticky;
@@ -106,9 +107,9 @@ pub(crate) fn decide(
 fn pick(
     split: &Split,
     head: &RequestHead<'_>,
+    random: u64,
     soft_open: impl Fn(BackendId) -> bool,
 ) -> (Option<Picked>, Option<HeaderValue>) {
-    let random = rand::random::<u64>();
     let Some(cohort) = split.cohort() else {
         return (split.pick(None, random), None);
     };

@@ -1,8 +1,11 @@
 //! Proxy settings that do not come from the table.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 /// Changes the log filter at runtime (`POST /log-level`); the binary
 /// provides it, since it owns the log subscriber.
@@ -28,6 +31,45 @@ impl LogLevel {
 impl fmt::Debug for LogLevel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("LogLevel(..)")
+    }
+}
+
+/// Where weighted splits draw the random number of a key-less request.
+#[derive(Clone, Default)]
+pub enum SplitRandom {
+    /// Each worker thread's generator, seeded by the OS.
+    #[default]
+    Thread,
+    /// One generator with a fixed seed, shared by every connection behind a
+    /// lock, so that a run's picks are the same numbers whatever the thread
+    /// interleaving: the shares of N requests are exactly reproducible. For
+    /// tests and reproducible embedding; the lock costs contention.
+    Seeded(Arc<Mutex<StdRng>>),
+}
+
+impl SplitRandom {
+    /// A shared generator seeded with `seed`.
+    pub fn seeded(seed: u64) -> Self {
+        Self::Seeded(Arc::new(Mutex::new(StdRng::seed_from_u64(seed))))
+    }
+
+    /// The next uniform 64-bit number.
+    pub(crate) fn next_u64(&self) -> u64 {
+        match self {
+            Self::Thread => rand::random(),
+            // A panic while holding the lock cannot leave a generator
+            // half-updated in a way that matters: keep drawing.
+            Self::Seeded(rng) => rng.lock().unwrap_or_else(PoisonError::into_inner).random(),
+        }
+    }
+}
+
+impl fmt::Debug for SplitRandom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Thread => f.write_str("SplitRandom::Thread"),
+            Self::Seeded(_) => f.write_str("SplitRandom::Seeded(..)"),
+        }
     }
 }
 
@@ -111,6 +153,8 @@ pub struct Settings {
     /// Share of new traces (requests without a sampled `traceparent`) that
     /// get a span, 0 to 1.
     pub otlp_sample_rate: f64,
+    /// The random numbers behind weighted picks (a fixed seed in tests).
+    pub split_random: SplitRandom,
 }
 
 impl Default for Settings {
@@ -145,6 +189,7 @@ impl Default for Settings {
             response_write_timeout: Duration::from_secs(60),
             otlp_endpoint: None,
             otlp_sample_rate: 1.0,
+            split_random: SplitRandom::Thread,
         }
     }
 }

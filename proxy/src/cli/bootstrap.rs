@@ -166,6 +166,8 @@ pub(super) fn resolve(args: RunArgs) -> anyhow::Result<Resolved> {
     let settings = Settings {
         // Set by the runner, which owns the log subscriber.
         log_level: None,
+        // A fixed seed is for embedders (tests); the binary's picks are random.
+        split_random: defaults.split_random.clone(),
         access_log_sample_rate,
         request_metrics: !args.no_request_metrics,
         connect_timeout: duration(
