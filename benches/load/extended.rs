@@ -55,7 +55,7 @@ pub(crate) fn h2load(
         .ok_or_else(|| anyhow::anyhow!("no req/s in h2load output: {text}"))?;
     let cpu = match (before, after) {
         (Some(before), Some(after)) if succeeded > 0.0 => {
-            Some((after - before) as f64 / clock_ticks() * 1e6 / succeeded)
+            Some(after.since(before).total() as f64 / clock_ticks() * 1e6 / succeeded)
         }
         _ => None,
     };

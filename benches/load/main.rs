@@ -400,6 +400,14 @@ fn options_line(o: &Options) -> String {
     )
 }
 
+const USAGE: &str = "usage: taskset -c 0 switchyard-load [--rounds N (5)] [--duration SECONDS (10)] [--connections N (64)] [--proxy-bin PATH (target/release/switchyard-proxy)] [--quick (1 round of 5 s)]";
+
+/// A flag's whole-number value, or an error that names the flag.
+fn number<T: std::str::FromStr>(flag: &str, text: &str) -> anyhow::Result<T> {
+    text.parse()
+        .map_err(|_| anyhow::anyhow!("{flag} takes a whole number, not {text:?}"))
+}
+
 fn parse_args() -> anyhow::Result<Options> {
     let mut options = Options {
         rounds: 5,
@@ -410,23 +418,31 @@ fn parse_args() -> anyhow::Result<Options> {
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let mut value = || {
+        let mut value = |what: &str| {
             args.next()
-                .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))
+                .ok_or_else(|| anyhow::anyhow!("{flag} needs {what}\n{USAGE}"))
         };
         match flag.as_str() {
-            "--rounds" => options.rounds = value()?.parse()?,
-            "--duration" => options.duration = Duration::from_secs(value()?.parse()?),
-            "--connections" => options.connections = value()?.parse()?,
-            "--proxy-bin" => options.proxy_bin = PathBuf::from(value()?),
+            "--rounds" => options.rounds = number(&flag, &value("a count")?)?,
+            "--duration" => {
+                options.duration = Duration::from_secs(number(&flag, &value("seconds")?)?);
+            }
+            "--connections" => options.connections = number(&flag, &value("a count")?)?,
+            "--proxy-bin" => options.proxy_bin = PathBuf::from(value("a path")?),
             "--quick" => {
                 options.rounds = 1;
                 options.duration = Duration::from_secs(5);
             }
-            other => anyhow::bail!(
-                "unknown flag {other}; flags: --rounds N --duration SECONDS --connections N --proxy-bin PATH --quick"
-            ),
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => anyhow::bail!("unknown flag {other}\n{USAGE}"),
         }
     }
+    anyhow::ensure!(
+        options.rounds > 0 && options.connections > 0,
+        "--rounds and --connections must be at least 1"
+    );
     Ok(options)
 }

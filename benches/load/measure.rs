@@ -9,6 +9,9 @@ use std::time::Duration;
 pub(crate) struct Run {
     pub(crate) requests_per_second: f64,
     pub(crate) cpu_us_per_request: Option<f64>,
+    /// The part of `cpu_us_per_request` spent in user space (utime): the
+    /// rest is the kernel's socket work, about the same for every proxy.
+    pub(crate) user_us_per_request: Option<f64>,
     pub(crate) p50_us: f64,
     pub(crate) p99_us: f64,
 }
@@ -19,6 +22,7 @@ pub(crate) struct Summary {
     name: &'static str,
     rps: (f64, f64, f64),
     cpu: Option<(f64, f64, f64)>,
+    user: Option<f64>,
     p50: f64,
     p99: f64,
 }
@@ -53,15 +57,12 @@ pub(crate) fn wrk(
         .ok_or_else(|| anyhow::anyhow!("no request count in wrk output: {text}"))?;
     let rps =
         field(&text, "Requests/sec:").ok_or_else(|| anyhow::anyhow!("no Requests/sec: {text}"))?;
-    let cpu_us_per_request = match (before, after) {
-        (Some(before), Some(after)) => {
-            Some((after - before) as f64 / clock_ticks() * 1e6 / requests)
-        }
-        _ => None,
-    };
+    let per_request = |ticks: u64| ticks as f64 / clock_ticks() * 1e6 / requests;
+    let used = before.zip(after).map(|(before, after)| after.since(before));
     Ok(Run {
         requests_per_second: rps,
-        cpu_us_per_request,
+        cpu_us_per_request: used.map(|t| per_request(t.total())),
+        user_us_per_request: used.map(|t| per_request(t.user)),
         p50_us: latency_us(&text, "50%").unwrap_or(f64::NAN),
         p99_us: latency_us(&text, "99%").unwrap_or(f64::NAN),
     })
@@ -106,9 +107,40 @@ fn latency_us(text: &str, percentile: &str) -> Option<f64> {
     })
 }
 
-/// utime + stime of `pid` and its direct children (nginx's worker), in ticks.
-pub(crate) fn tree_cpu_ticks(pid: u32) -> u64 {
-    let mut total = process_ticks(pid).unwrap_or(0);
+/// CPU time of a process tree, in clock ticks.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CpuTicks {
+    /// utime: in the process's own code and libraries.
+    pub(crate) user: u64,
+    /// stime: in the kernel on its behalf (syscalls, and the loopback
+    /// delivery they trigger).
+    pub(crate) system: u64,
+}
+
+impl CpuTicks {
+    pub(crate) fn total(self) -> u64 {
+        self.user + self.system
+    }
+
+    /// The ticks used between `earlier` and this reading.
+    pub(crate) fn since(self, earlier: Self) -> Self {
+        Self {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+        }
+    }
+}
+
+impl std::ops::AddAssign for CpuTicks {
+    fn add_assign(&mut self, other: Self) {
+        self.user += other.user;
+        self.system += other.system;
+    }
+}
+
+/// utime and stime of `pid` and its direct children (nginx's worker).
+pub(crate) fn tree_cpu_ticks(pid: u32) -> CpuTicks {
+    let mut total = process_ticks(pid).unwrap_or_default();
     // The pid is `taskset`'s, which execs the proxy in place: same pid.
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for entry in entries.flatten() {
@@ -120,7 +152,7 @@ pub(crate) fn tree_cpu_ticks(pid: u32) -> u64 {
                 continue;
             };
             if parent_of(child) == Some(pid) {
-                total += process_ticks(child).unwrap_or(0);
+                total += process_ticks(child).unwrap_or_default();
             }
         }
     }
@@ -164,10 +196,13 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
     Some(rest.split_whitespace().map(str::to_owned).collect())
 }
 
-fn process_ticks(pid: u32) -> Option<u64> {
+fn process_ticks(pid: u32) -> Option<CpuTicks> {
     let fields = stat_fields(pid)?;
     // After the name: state(0) ppid(1) ... utime(11) stime(12).
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+    Some(CpuTicks {
+        user: fields.get(11)?.parse().ok()?,
+        system: fields.get(12)?.parse().ok()?,
+    })
 }
 
 fn parent_of(pid: u32) -> Option<u32> {
@@ -204,10 +239,12 @@ pub(crate) fn median_min_max(mut values: Vec<f64>) -> (f64, f64, f64) {
 impl Summary {
     pub(crate) fn of(name: &'static str, runs: &[Run]) -> Self {
         let cpu: Vec<f64> = runs.iter().filter_map(|r| r.cpu_us_per_request).collect();
+        let user: Vec<f64> = runs.iter().filter_map(|r| r.user_us_per_request).collect();
         Self {
             name,
             rps: median_min_max(runs.iter().map(|r| r.requests_per_second).collect()),
             cpu: (!cpu.is_empty()).then(|| median_min_max(cpu)),
+            user: (!user.is_empty()).then(|| median_min_max(user).0),
             p50: median_min_max(runs.iter().map(|r| r.p50_us).collect()).0,
             p99: median_min_max(runs.iter().map(|r| r.p99_us).collect()).0,
         }
@@ -222,7 +259,7 @@ pub(crate) fn markdown(summaries: &[Summary], setup: &str) -> String {
         .filter_map(|s| s.cpu.map(|c| c.0))
         .fold(f64::INFINITY, f64::min);
     let mut out = format!(
-        "{setup}\n\n| target | req/s median (min-max) | proxy CPU us/req median (min-max) | CPU vs best peer | p50 / p99 latency (us) |\n|---|---|---|---|---|\n"
+        "{setup}\n\n| target | req/s median (min-max) | proxy CPU us/req median (min-max) | of which user space | CPU vs best peer | p50 / p99 latency (us) |\n|---|---|---|---|---|---|\n"
     );
     for s in summaries {
         let cpu = s.cpu.map_or("-".to_owned(), |(m, lo, hi)| {
@@ -232,8 +269,9 @@ pub(crate) fn markdown(summaries: &[Summary], setup: &str) -> String {
             Some((m, _, _)) if best_peer_cpu.is_finite() => format!("{:.2}x", m / best_peer_cpu),
             _ => "-".to_owned(),
         };
+        let user = s.user.map_or("-".to_owned(), |u| format!("{u:.1}"));
         out.push_str(&format!(
-            "| {} | {:.0} ({:.0}-{:.0}) | {cpu} | {ratio} | {:.0} / {:.0} |\n",
+            "| {} | {:.0} ({:.0}-{:.0}) | {cpu} | {user} | {ratio} | {:.0} / {:.0} |\n",
             s.name, s.rps.0, s.rps.1, s.rps.2, s.p50, s.p99
         ));
     }
