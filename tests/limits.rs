@@ -284,3 +284,47 @@ async fn slowhttptest_attacks_leave_normal_clients_served() {
         );
     }
 }
+
+/// A request head with `host` and `fields - 1` more header fields.
+fn request_with_fields(fields: usize) -> String {
+    let extra: String = (1..fields).map(|i| format!("x-field-{i}: v\r\n")).collect();
+    format!("GET / HTTP/1.1\r\nHost: a\r\n{extra}\r\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_field_limit_below_or_above_hyper_default_is_applied() {
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
+    // hyper's own limit (100) is left unset for speed; any other value is
+    // passed on, lower or higher (the default is tested in hardening.rs).
+    // The test backend is hyper with that default, so it answers 431 itself
+    // past 100 fields: a forwarded request is known by the response header
+    // naming the backend, which the proxy's own refusals lack.
+    for (limit, allowed, refused) in [(20, 20, 21), (200, 150, 250)] {
+        let settings = Settings {
+            max_headers: limit,
+            expose_backend: true,
+            ..Settings::default()
+        };
+        let proxy = TestProxy::start_with(&table(blue.addr, green.addr, TO_BLUE), settings).await;
+        let answer = send_raw(proxy.addr, request_with_fields(allowed).as_bytes())
+            .await
+            .unwrap();
+        assert!(
+            answer.head.contains("x-switchyard-backend: blue"),
+            "{allowed} fields, limit {limit}: {answer:?}"
+        );
+        let answer = send_raw(proxy.addr, request_with_fields(refused).as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 431, "{refused} fields, limit {limit}");
+        assert!(
+            !answer.head.contains("x-switchyard-backend"),
+            "{refused} fields, limit {limit}: {answer:?}"
+        );
+        served_normally(proxy.addr).await;
+        proxy.shutdown().await;
+    }
+}

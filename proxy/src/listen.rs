@@ -43,6 +43,9 @@ const H2_MAX_LOCAL_ERROR_RESETS: usize = 256;
 const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The header-field limit hyper applies to HTTP/1.1 when none is set.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+
 /// How long to pause accepting after an accept error (such as EMFILE), so
 /// the loop never spins while the process is out of descriptors.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
@@ -442,8 +445,14 @@ impl Shared {
         http1
             .timer(TokioTimer::new())
             .keep_alive(true)
-            .max_headers(settings.max_headers)
             .max_buf_size(settings.max_header_bytes);
+        // Left unset, hyper parses into an uninitialised stack array of 100
+        // fields, the same limit; set, it fills two vectors of that many
+        // slots for every request head (3.9 % of the proxy's user-space
+        // instructions per request, by callgrind).
+        if settings.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+            http1.max_headers(settings.max_headers);
+        }
         // Zero disables the limit (as a zero timeout does in Gateway API).
         if !settings.header_read_timeout.is_zero() {
             http1.header_read_timeout(settings.header_read_timeout);
