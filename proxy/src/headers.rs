@@ -1,8 +1,7 @@
 //! Header hygiene between hops: hop-by-hop removal, forwarding headers,
 //! request ids.
 
-use std::fmt::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -43,13 +42,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
     let upgrade = keep_upgrade
         .then(|| headers.get(header::UPGRADE).cloned())
         .flatten();
@@ -59,7 +51,36 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         })
     });
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    // Only names present are removed: most of the fixed ones are absent,
+    // and a removal costs a hash lookup present or not.
+    let doomed: Vec<HeaderName> = {
+        // Tokens naming a fixed hop-by-hop header need no matching of their
+        // own; the usual `Connection: keep-alive` leaves this empty, and an
+        // empty Vec does not allocate.
+        let listed: Vec<&str> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|token| {
+                !HOP_BY_HOP
+                    .iter()
+                    .any(|name| name.as_str().eq_ignore_ascii_case(token))
+            })
+            .collect();
+        headers
+            .keys()
+            .filter(|name| {
+                HOP_BY_HOP.contains(name)
+                    || listed
+                        .iter()
+                        .any(|token| name.as_str().eq_ignore_ascii_case(token))
+            })
+            .cloned()
+            .collect()
+    };
+    for name in doomed {
         headers.remove(name);
     }
     if let Some(upgrade) = upgrade {
@@ -68,6 +89,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
     if trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Removes the headers named in `names` that are present, finding them in
+/// one pass over the map's names rather than a hash lookup per name (most
+/// are absent).
+pub(crate) fn remove_present(headers: &mut HeaderMap, names: &[HeaderName]) {
+    if !headers.keys().any(|name| names.contains(name)) {
+        return;
+    }
+    let present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| names.contains(name))
+        .cloned()
+        .collect();
+    for name in present {
+        headers.remove(name);
     }
 }
 
@@ -102,18 +140,19 @@ pub fn add_forwarding(
     trusted: bool,
 ) {
     if !trusted {
-        for name in &FORWARDING {
-            headers.remove(name);
-        }
+        remove_present(headers, &FORWARDING);
     }
-    let mut xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, "),
-        None => String::with_capacity(39),
+    let existing = if trusted {
+        headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok())
+    } else {
+        None
     };
-    // Writing to a String cannot fail.
-    let _ = write!(xff, "{client}");
-    // From a String the value takes the buffer over without copying.
-    if let Ok(value) = HeaderValue::try_from(xff) {
+    let xff = match (existing, client) {
+        (None, IpAddr::V4(v4)) => Ok(ipv4_value(v4)),
+        (None, IpAddr::V6(v6)) => HeaderValue::try_from(v6.to_string()),
+        (Some(existing), _) => HeaderValue::try_from(format!("{existing}, {client}")),
+    };
+    if let Ok(value) = xff {
         headers.insert(X_FORWARDED_FOR, value);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
@@ -126,6 +165,33 @@ pub fn add_forwarding(
             headers.append(header::FORWARDED, value);
         }
     }
+}
+
+/// An IPv4 address as a header value, written digit by digit: `Display`
+/// goes through the formatter for every octet, which cost more than the
+/// rest of the forwarding headers together.
+fn ipv4_value(ip: Ipv4Addr) -> HeaderValue {
+    let mut text = [0u8; 15];
+    let mut len = 0;
+    for (index, octet) in ip.octets().into_iter().enumerate() {
+        if index > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        let digits = [octet / 100, octet / 10 % 10, octet % 10];
+        let skip = if octet >= 100 {
+            0
+        } else if octet >= 10 {
+            1
+        } else {
+            2
+        };
+        for digit in &digits[skip..] {
+            text[len] = b'0' + digit;
+            len += 1;
+        }
+    }
+    HeaderValue::from_bytes(&text[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// The request's id, generating a UUID v4 when it has none.
@@ -174,6 +240,37 @@ mod tests {
     }
 
     #[test]
+    fn strips_only_names_the_connection_header_lists_whatever_their_case() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::CONNECTION, HeaderValue::from_static("Close"));
+        headers.append(
+            header::CONNECTION,
+            HeaderValue::from_static("Keep-Alive, X-Custom-Hop"),
+        );
+        headers.insert("close", HeaderValue::from_static("1"));
+        headers.insert("x-custom-hop", HeaderValue::from_static("1"));
+        headers.insert("x-custom", HeaderValue::from_static("kept"));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        strip_hop_by_hop(&mut headers, false);
+        let mut names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, vec!["content-length", "x-custom"]);
+    }
+
+    #[test]
+    fn removes_only_what_is_present() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        headers.append(X_FORWARDED_FOR, HeaderValue::from_static("a"));
+        headers.append(X_FORWARDED_FOR, HeaderValue::from_static("b"));
+        headers.insert(header::HOST, HeaderValue::from_static("kept"));
+        remove_present(&mut headers, &FORWARDING);
+        remove_present(&mut headers, &[header::CONTENT_LENGTH, DECISION_HEADER]);
+        let names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, vec!["host"]);
+    }
+
+    #[test]
     fn keeps_upgrade_for_tunnels() {
         let mut headers = HeaderMap::new();
         headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
@@ -208,6 +305,20 @@ mod tests {
         assert_eq!(untrusted[X_FORWARDED_FOR], "::1");
         assert_eq!(untrusted[header::FORWARDED], "for=\"[::1]\";proto=http");
         assert!(!untrusted.contains_key("x-forwarded-host"));
+    }
+
+    #[test]
+    fn ipv4_values_match_display() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.9.99.100",
+            "255.255.255.255",
+            "1.20.255.7",
+        ] {
+            let ip: Ipv4Addr = ip.parse().unwrap();
+            assert_eq!(ipv4_value(ip), ip.to_string());
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Instant, SystemTime};
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version, request};
 use hyper::body::Incoming;
@@ -366,8 +366,17 @@ impl Proxy {
     ) -> Result<(), ProxyError> {
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
         // Framing is rebuilt, never copied: the upstream client states the
-        // length of the body it sends (or chunks it) itself.
-        parts.headers.remove(header::CONTENT_LENGTH);
+        // length of the body it sends (or chunks it) itself. A decision this
+        // proxy neither made nor trusts must not reach a next hop that
+        // trusts it: that would let clients pick versions.
+        let untrusted_decision =
+            !self.settings.set_decision_header && !self.settings.trust_decision_header;
+        let stale: &[HeaderName] = if untrusted_decision {
+            &[header::CONTENT_LENGTH, DECISION_HEADER]
+        } else {
+            &[header::CONTENT_LENGTH]
+        };
+        headers::remove_present(&mut parts.headers, stale);
         let trusted = self
             .settings
             .trusted_forwarders
@@ -380,14 +389,10 @@ impl Proxy {
             self.settings.forwarded_header,
             trusted,
         );
-        if self.settings.set_decision_header {
-            if let Ok(name) = HeaderValue::from_str(backend.name()) {
-                parts.headers.insert(DECISION_HEADER, name);
-            }
-        } else if !self.settings.trust_decision_header {
-            // A decision this proxy neither made nor trusts must not reach a
-            // next hop that trusts it: that would let clients pick versions.
-            parts.headers.remove(DECISION_HEADER);
+        if self.settings.set_decision_header
+            && let Ok(name) = HeaderValue::from_str(backend.name())
+        {
+            parts.headers.insert(DECISION_HEADER, name);
         }
         let path = parts
             .uri
