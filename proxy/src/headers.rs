@@ -201,15 +201,20 @@ fn ipv4_value(ip: Ipv4Addr) -> HeaderValue {
 /// correlate on.
 pub fn ensure_request_id(headers: &mut HeaderMap, trust_incoming: bool) -> HeaderValue {
     if trust_incoming
-        && let Some(existing) = headers.get(REQUEST_ID)
+        && let Some(existing) = headers.get_mut(REQUEST_ID)
         && !existing.is_empty()
     {
+        existing.set_sensitive(true);
         return existing.clone();
     }
     let id = uuid::Uuid::new_v4();
     let mut buffer = uuid::Uuid::encode_buffer();
-    let value = HeaderValue::from_str(id.hyphenated().encode_lower(&mut buffer))
+    let mut value = HeaderValue::from_str(id.hyphenated().encode_lower(&mut buffer))
         .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    // A value unique to each request: HPACK must not index it. Indexed, each
+    // response inserted one more id into the HTTP/2 connection's table and
+    // the encoder compared every new id with the ones already there.
+    value.set_sensitive(true);
     headers.insert(REQUEST_ID, value.clone());
     value
 }
@@ -332,6 +337,8 @@ mod tests {
         let mut empty = HeaderMap::new();
         let id = ensure_request_id(&mut empty, true);
         assert_eq!(id.len(), 36);
+        // Never indexed by HPACK: every id is new.
+        assert!(id.is_sensitive() && empty[REQUEST_ID].is_sensitive());
         assert_eq!(empty[REQUEST_ID], id);
     }
 }
