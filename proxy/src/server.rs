@@ -293,12 +293,16 @@ impl Proxy {
             watch,
         );
         let request = Request::from_parts(parts, body);
-        let send = self.send_with_retry(&backend, request, decision.backend_request_timeout);
+        // Built in each arm, not bound before the match (see `attempt`).
+        let attempt_limit = decision.backend_request_timeout;
         let sent = match decision.request_timeout {
-            Some(limit) => tokio::time::timeout(limit, send)
-                .await
-                .map_err(|_| ProxyError::Timeout(backend.name().to_owned()))?,
-            None => send.await,
+            Some(limit) => tokio::time::timeout(
+                limit,
+                self.send_with_retry(&backend, request, attempt_limit),
+            )
+            .await
+            .map_err(|_| ProxyError::Timeout(backend.name().to_owned()))?,
+            None => self.send_with_retry(&backend, request, attempt_limit).await,
         };
         // A body the proxy cut is the client's fault, not the backend's.
         let (mut response, mut lease) = sent.map_err(|error| verdict.error().unwrap_or(error))?;

@@ -74,12 +74,17 @@ impl Proxy {
         request: Request<RequestBody>,
         limit: Option<Duration>,
     ) -> Result<Result<(Response<Incoming>, Lease), SendError>, ProxyError> {
-        let send = endpoint.send(backend, request, self.settings.connect_timeout);
+        // The send future is built in each arm, not bound once before the
+        // match: a future held in a local and then awaited takes room twice
+        // in this future (once per arm, too), which every caller carries.
+        let connect_timeout = self.settings.connect_timeout;
         match limit {
-            Some(limit) => tokio::time::timeout(limit, send)
-                .await
-                .map_err(|_| ProxyError::Timeout(backend.name().to_owned())),
-            None => Ok(send.await),
+            Some(limit) => {
+                tokio::time::timeout(limit, endpoint.send(backend, request, connect_timeout))
+                    .await
+                    .map_err(|_| ProxyError::Timeout(backend.name().to_owned()))
+            }
+            None => Ok(endpoint.send(backend, request, connect_timeout).await),
         }
     }
 }
