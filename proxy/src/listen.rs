@@ -3,6 +3,7 @@
 //! shutdown.
 
 mod connection;
+mod dormant;
 mod http1;
 mod parked;
 
@@ -29,6 +30,7 @@ use crate::sidecar::{Intercepted, Outbound, Prefixed};
 use crate::tls::{CertStore, TlsConnection};
 pub(crate) use connection::BodyWatch;
 use connection::{ClientIo, ConnectionState, LiveConnections, OpenConnection};
+use dormant::Dormant;
 use http1::ClientStream;
 
 /// HTTP/2 streams a client may have open at once (nginx: 128).
@@ -390,8 +392,9 @@ async fn drive<C>(
                 }
                 return;
             }
-            () = state.abort.notified() => return,
-            _ = crate::state::stopped(&mut shutdown), if !closing => {
+            // Dormant: polled only when notified, not at every wake-up.
+            () = Dormant::new(state.abort.notified()) => return,
+            _ = Dormant::new(crate::state::stopped(&mut shutdown)), if !closing => {
                 connection.as_mut().close_gracefully();
                 closing = true;
             }

@@ -33,6 +33,7 @@ use tokio::time::Instant;
 
 use super::Shared;
 use super::connection::{ClientIo, ConnectionState, OpenConnection, TrackedBody};
+use super::dormant::Dormant;
 use crate::settings::Settings;
 use crate::sidecar::Prefixed;
 
@@ -209,8 +210,9 @@ where
                 // it to an upgrade) and there are no parts to take.
                 return if parking { connection.into_parts() } else { None };
             }
-            () = state.abort.notified() => return None,
-            _ = crate::state::stopped(&mut shutdown), if !closing => {
+            // Dormant: polled only when notified, not at every wake-up.
+            () = Dormant::new(state.abort.notified()) => return None,
+            _ = Dormant::new(crate::state::stopped(&mut shutdown)), if !closing => {
                 // A connection being parked closes for real instead.
                 state.keep_open.store(false, Ordering::Release);
                 std::pin::Pin::new(&mut *connection).graceful_shutdown();
