@@ -1,15 +1,20 @@
 //! The static bootstrap file and the settings it resolves to with flags.
 
+mod control_plane;
+mod tls;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 use switchyard_config::GwDuration;
 use switchyard_proxy::Settings;
-use switchyard_proxy::control_plane::{ControlPlane, ControlPlaneTls};
-use switchyard_proxy::tls::{CertificateFiles, TlsSettings};
+use switchyard_proxy::control_plane::ControlPlane;
+use switchyard_proxy::tls::TlsSettings;
 
 use super::{EncodedSlashesArg, RunArgs};
+use control_plane::control_plane_settings;
+use tls::tls_settings;
 
 /// The bootstrap file (YAML). Every field is optional; flags win.
 #[derive(Debug, Default, Deserialize)]
@@ -124,16 +129,6 @@ pub(super) fn resolve(args: RunArgs) -> anyhow::Result<Resolved> {
         }
         None => Bootstrap::default(),
     };
-    let duration =
-        |flag: &Option<String>, from_file: Option<GwDuration>, default: Duration, name: &str| {
-            match flag {
-                Some(text) => text
-                    .parse::<GwDuration>()
-                    .map(GwDuration::get)
-                    .map_err(|e| anyhow::anyhow!("--{name}: {e}")),
-                None => Ok(from_file.map_or(default, GwDuration::get)),
-            }
-        };
     let defaults = Settings::default();
     let token_file = args
         .admin_token_file
@@ -375,147 +370,19 @@ pub(super) fn resolve(args: RunArgs) -> anyhow::Result<Resolved> {
     })
 }
 
-fn control_plane_settings(
-    args: &RunArgs,
-    file: &Bootstrap,
-    url: &str,
-) -> anyhow::Result<ControlPlane> {
-    let group = args
-        .group
-        .clone()
-        .or(file.group.clone())
-        .ok_or_else(|| anyhow::anyhow!("--control-plane needs --group NAME"))?;
-    let node_id = match args.node_id.clone().or(file.node_id.clone()) {
-        Some(node) => node,
-        None => host_name()?,
-    };
-    let token = match args.token_file.clone().or(file.token_file.clone()) {
-        Some(path) => Some(
-            std::fs::read_to_string(&path)
-                .map_err(|e| anyhow::anyhow!("cannot read token {}: {e}", path.display()))?
-                .trim()
-                .to_owned(),
-        ),
-        None => None,
-    };
-    let report_interval = match &args.report_interval {
-        Some(text) => text
-            .parse::<GwDuration>()
-            .map_err(|e| anyhow::anyhow!("--report-interval: {e}"))?
-            .get(),
-        None => file
-            .report_interval
-            .map_or(Duration::from_secs(5), GwDuration::get),
-    };
-    anyhow::ensure!(
-        !report_interval.is_zero(),
-        "--report-interval must be above zero"
-    );
-    let plane = ControlPlane {
-        url: url
-            .parse()
-            .map_err(|e| anyhow::anyhow!("--control-plane {url:?}: {e}"))?,
-        group,
-        node_id,
-        token,
-        cache: args.table_cache.clone().or(file.table_cache.clone()),
-        report_interval,
-        max_table_bytes: args
-            .max_table_bytes
-            .or(file.max_table_bytes)
-            .unwrap_or(switchyard_config::load::MAX_TABLE_BYTES),
-        tls: ControlPlaneTls {
-            ca_file: args
-                .control_plane_ca
-                .clone()
-                .or(file.control_plane_ca.clone()),
-            client_cert: args
-                .control_plane_cert
-                .clone()
-                .or(file.control_plane_cert.clone()),
-            client_key: args
-                .control_plane_key
-                .clone()
-                .or(file.control_plane_key.clone()),
-        },
-    };
-    plane.check()?;
-    Ok(plane)
-}
-
-/// The node's name when `--node-id` is not given: `HOSTNAME` (a pod's name
-/// in Kubernetes), else the kernel's host name.
-fn host_name() -> anyhow::Result<String> {
-    std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .ok_or_else(|| anyhow::anyhow!("cannot tell the host name: pass --node-id"))
-}
-
-fn tls_settings(
-    args: &RunArgs,
-    file: &Bootstrap,
-    tls_listen: &[String],
-) -> anyhow::Result<Option<TlsSettings>> {
-    let certificates: Vec<CertificateFiles> = if args.tls_cert.is_empty() {
-        file.tls_certificates
-            .iter()
-            .map(|c| CertificateFiles {
-                cert: c.cert.clone(),
-                key: c.key.clone(),
-            })
-            .collect()
-    } else {
-        args.tls_cert
-            .iter()
-            .map(|pair| {
-                let (cert, key) = pair.split_once(':').ok_or_else(|| {
-                    anyhow::anyhow!("--tls-cert {pair:?}: expected CERT.pem:KEY.pem")
-                })?;
-                Ok(CertificateFiles {
-                    cert: cert.into(),
-                    key: key.into(),
-                })
-            })
-            .collect::<anyhow::Result<_>>()?
-    };
-    if tls_listen.is_empty() {
-        anyhow::ensure!(
-            certificates.is_empty(),
-            "--tls-cert without --tls-listen: no listener would serve it"
-        );
-        return Ok(None);
-    }
-    anyhow::ensure!(
-        !certificates.is_empty(),
-        "--tls-listen needs at least one --tls-cert CERT.pem:KEY.pem"
-    );
-    let duration = |flag: &Option<String>,
-                    from_file: Option<GwDuration>,
-                    default: Duration,
-                    name: &str| match flag {
+/// A duration from its flag, else the bootstrap file, else `default`; a
+/// flag that does not parse is an error naming it.
+fn duration(
+    flag: &Option<String>,
+    from_file: Option<GwDuration>,
+    default: Duration,
+    name: &str,
+) -> anyhow::Result<Duration> {
+    match flag {
         Some(text) => text
             .parse::<GwDuration>()
             .map(GwDuration::get)
             .map_err(|e| anyhow::anyhow!("--{name}: {e}")),
         None => Ok(from_file.map_or(default, GwDuration::get)),
-    };
-    Ok(Some(TlsSettings {
-        certificates,
-        require_sni: args.tls_require_sni || file.tls_require_sni,
-        handshake_timeout: duration(
-            &args.tls_handshake_timeout,
-            file.tls_handshake_timeout,
-            Duration::from_secs(10),
-            "tls-handshake-timeout",
-        )?,
-        reload_interval: duration(
-            &args.tls_reload_interval,
-            file.tls_reload_interval,
-            Duration::from_secs(2),
-            "tls-reload-interval",
-        )?,
-    }))
+    }
 }
