@@ -2,10 +2,9 @@
 
 use std::time::Duration;
 
-use switchyard_config::GwDuration;
 use switchyard_proxy::control_plane::{ControlPlane, ControlPlaneTls};
 
-use super::Bootstrap;
+use super::{Bootstrap, duration};
 use crate::cli::RunArgs;
 
 pub(super) fn control_plane_settings(
@@ -31,15 +30,12 @@ pub(super) fn control_plane_settings(
         ),
         None => None,
     };
-    let report_interval = match &args.report_interval {
-        Some(text) => text
-            .parse::<GwDuration>()
-            .map_err(|e| anyhow::anyhow!("--report-interval: {e}"))?
-            .get(),
-        None => file
-            .report_interval
-            .map_or(Duration::from_secs(5), GwDuration::get),
-    };
+    let report_interval = duration(
+        &args.report_interval,
+        file.report_interval,
+        Duration::from_secs(5),
+        "report-interval",
+    )?;
     anyhow::ensure!(
         !report_interval.is_zero(),
         "--report-interval must be above zero"
