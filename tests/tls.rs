@@ -68,7 +68,7 @@ async fn tls_proxy(
 }
 
 fn client_config(roots: rustls::RootCertStore, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = switchyard_proxy::tls::crypto_provider();
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -290,7 +290,7 @@ async fn tls_1_1_is_refused_and_1_2_accepted() {
         TestBackend::start("green").await,
     );
     let (addr, _store, _stop) = tls_proxy(&blue, &green, vec![a], false).await;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = switchyard_proxy::tls::crypto_provider();
     let mut tls12 = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS12])
         .unwrap()

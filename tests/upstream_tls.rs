@@ -31,7 +31,7 @@ async fn tls_backend(
             .collect::<Result<_, _>>()
             .unwrap();
     let key = rustls_pki_types::pem::PemObject::from_pem_file(&files.key).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = switchyard_proxy::tls::crypto_provider();
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .unwrap();

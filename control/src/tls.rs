@@ -36,6 +36,10 @@ fn roots(path: &Path) -> anyhow::Result<rustls::RootCertStore> {
     Ok(roots)
 }
 
+/// *ring*, as in the proxy (`switchyard_proxy::tls::crypto_provider`; this
+/// library does not depend on the proxy): rustls 0.23.48 deprecates it for
+/// having no post-quantum key exchange, and the allow keeps clippy green.
+#[allow(deprecated, reason = "ring is our chosen provider")]
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

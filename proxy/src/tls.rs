@@ -17,6 +17,18 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::sync::watch;
 
+/// The crypto provider of every TLS configuration in Switchyard: *ring*,
+/// which builds with a C compiler alone (aws-lc-rs also needs cmake).
+///
+/// rustls 0.23.48 deprecates ring's provider because it has no
+/// post-quantum key exchange. The allow keeps `clippy -D warnings` green
+/// when the lockfile reaches that release; moving to aws-lc-rs (for
+/// X25519MLKEM768) is a build-toolchain decision of its own.
+#[allow(deprecated, reason = "ring is our chosen provider; see above")]
+pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
 /// A certificate chain and its key, as PEM files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateFiles {
@@ -80,7 +92,7 @@ impl CertStore {
 
     /// The rustls server configuration over this store.
     pub fn server_config(self: &Arc<Self>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = crypto_provider();
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_no_client_auth()
@@ -166,7 +178,7 @@ fn host_without_port(host: &str) -> &str {
 }
 
 fn load_all(files: &[CertificateFiles]) -> anyhow::Result<Loaded> {
-    let provider = rustls::crypto::ring::default_provider();
+    let provider = crypto_provider();
     let mut keys = Vec::with_capacity(files.len());
     let mut sources = Vec::with_capacity(files.len());
     for pair in files {
