@@ -159,6 +159,76 @@ async fn curl_with_http2_prior_knowledge_when_installed() {
     proxy.shutdown().await;
 }
 
+/// One HTTP/2 connection's streams run in its task (listen/streams.rs):
+/// a stream waiting for its backend's answer, or for the rest of a body,
+/// must not hold up the others, and a body larger than the flow-control
+/// windows still streams through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_of_one_connection_do_not_wait_for_each_other() {
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
+    let proxy = TestProxy::start(&table(blue.addr, green.addr, TO_BLUE)).await;
+    let mut client = Client::http2(proxy.addr).await;
+    let support::Client::Http2(sender, _) = &client else {
+        unreachable!("an HTTP/2 client")
+    };
+    // Waits for its answer until the gate opens.
+    let mut gated_sender = sender.clone();
+    let gate_uri = format!("http://app.test:{}/gate", proxy.addr.port());
+    let gated = tokio::spawn(async move {
+        let request = http::Request::get(gate_uri)
+            .body(BodyExt::boxed(http_body_util::Empty::new()))
+            .unwrap();
+        let response = gated_sender.send_request(request).await.unwrap();
+        response.into_body().collect().await.unwrap().to_bytes()
+    });
+    support::eventually("the gated request reaches blue", || async {
+        blue.seen_on("/gate") == 1
+    })
+    .await;
+    // Then, on the same connection (bounded: held up by the waiting
+    // stream, they would wait for the gate forever): a response under way,
+    // its headers and first chunk sent and the rest held back, and while it
+    // is, others answered in full.
+    const SIZE: usize = 16 * 1024 * 1024;
+    let others = async {
+        let streaming = client
+            .request(
+                Method::GET,
+                "/stream",
+                &[],
+                BodyExt::boxed(http_body_util::Empty::new()),
+            )
+            .await;
+        let mut streaming = streaming.into_body();
+        let first = streaming
+            .frame()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_data()
+            .unwrap();
+        assert_eq!(first, "first;");
+        for _ in 0..20 {
+            assert_eq!(client.get("/", &[]).await.text(), "blue");
+        }
+        let download = client.get(&format!("/download?bytes={SIZE}"), &[]).await;
+        (streaming, download)
+    };
+    let (streaming, download) = tokio::time::timeout(support::DEADLINE, others)
+        .await
+        .expect("requests on the connection were held up by a waiting stream");
+    assert_eq!(download.body.len(), SIZE);
+
+    blue.open_gate();
+    assert_eq!(gated.await.unwrap(), "blue");
+    let rest = streaming.collect().await.unwrap().to_bytes();
+    assert_eq!(rest, "last");
+    proxy.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_style_trailers_pass_both_ways() {
     let (blue, green) = (
