@@ -12,7 +12,7 @@ pub const BACKEND_HEADER: HeaderName = HeaderName::from_static("x-switchyard-bac
 /// Request header carrying the version decision to the next hop (opt-in).
 pub const DECISION_HEADER: HeaderName = HeaderName::from_static("x-switchyard-decision");
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");

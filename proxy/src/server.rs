@@ -13,7 +13,7 @@ use http::{Request, Response, StatusCode, Version, request};
 use hyper::body::Incoming;
 use switchyard_config::spec::Protocol;
 
-use crate::access_log::{AccessLog, Pending};
+use crate::access_log::{self, AccessLog, Pending, RequestAuthority};
 use crate::backend::Backend;
 use crate::body::{InFlight, ProxyBody, RequestBody, Timer};
 use crate::error::ProxyError;
@@ -57,42 +57,34 @@ struct Served {
 
 /// The access-log fields known when a request starts.
 fn pending_line(request: &Request<Incoming>, request_id: &HeaderValue, start: Instant) -> Pending {
-    let header = |name: header::HeaderName| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
+    let headers = request.headers();
+    let authority = match request.uri().authority() {
+        Some(authority) => Some(RequestAuthority::Uri(authority.clone())),
+        None => headers
+            .get(header::HOST)
+            .cloned()
+            .map(RequestAuthority::Host),
     };
     Pending {
         start_time: SystemTime::now(),
         start,
-        method: request.method().to_string(),
-        path: request
-            .uri()
-            .path_and_query()
-            .map_or_else(|| "/".to_owned(), ToString::to_string),
+        method: request.method().clone(),
+        path: request.uri().path_and_query().cloned(),
         protocol: match request.version() {
             Version::HTTP_2 => "HTTP/2",
             Version::HTTP_10 => "HTTP/1.0",
             _ => "HTTP/1.1",
         },
-        authority: request
-            .uri()
-            .authority()
-            .map(ToString::to_string)
-            .or_else(|| header(header::HOST)),
-        user_agent: header(header::USER_AGENT),
-        x_forwarded_for: header(header::HeaderName::from_static("x-forwarded-for")),
-        request_id: request_id.to_str().unwrap_or("").to_owned(),
+        authority,
+        user_agent: headers.get(header::USER_AGENT).cloned(),
+        x_forwarded_for: headers.get(headers::X_FORWARDED_FOR).cloned(),
+        request_id: request_id.clone(),
         received: Arc::new(AtomicU64::new(0)),
         response_code: 0,
         response_flags: "-",
         upstream_service_time_ms: None,
         upstream_host: None,
-        route: None,
-        backend: None,
-        table_version: None,
+        routed: None,
         cohort: false,
     }
 }
@@ -185,9 +177,11 @@ impl Proxy {
             pending.response_flags = served.flags;
             pending.upstream_service_time_ms = served.upstream_ms;
             pending.upstream_host = served.upstream_host.take();
-            pending.route = route.map(|r| snapshot.table.routes()[r].name.clone());
-            pending.backend = backend.map(|b| snapshot.table.backends()[b].name.clone());
-            pending.table_version = Some(snapshot.table.version().to_string());
+            pending.routed = Some(access_log::Routed {
+                snapshot: snapshot.clone(),
+                route,
+                backend,
+            });
             pending.cohort = served.sticky;
         }
         #[cfg(feature = "otlp")]
