@@ -159,10 +159,9 @@ async fn curl_with_http2_prior_knowledge_when_installed() {
     proxy.shutdown().await;
 }
 
-/// One HTTP/2 connection's streams run in its task (listen/streams.rs):
-/// a stream waiting for its backend's answer, or for the rest of a body,
-/// must not hold up the others, and a body larger than the flow-control
-/// windows still streams through.
+/// On one HTTP/2 connection, a stream waiting for its backend's answer, or
+/// for the rest of a body, must not hold up the others, and a body larger
+/// than the flow-control windows still streams through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_streams_of_one_connection_do_not_wait_for_each_other() {
     let (blue, green) = (

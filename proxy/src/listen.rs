@@ -6,7 +6,6 @@ mod connection;
 mod dormant;
 mod http1;
 mod parked;
-mod streams;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,7 +18,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
@@ -317,11 +316,9 @@ where
     <S::ResBody as http_body::Body>::Data: Send,
     S::Future: Send + 'static,
 {
-    let streams = streams::StreamSet::default();
-    let connection = http2_builder(&shared.settings, streams.clone())
-        .serve_connection(TokioIo::new(io), service);
+    let connection = shared.http2.serve_connection(TokioIo::new(io), service);
     Box::pin(drive(
-        streams::WithStreams::new(connection, streams),
+        connection,
         state,
         shared.shutdown.clone(),
         shared.settings.idle_timeout,
@@ -417,7 +414,7 @@ trait GracefulConnection {
     fn close_gracefully(self: std::pin::Pin<&mut Self>);
 }
 
-impl<I, S, E> GracefulConnection for streams::WithStreams<http2::Connection<I, S, E>>
+impl<I, S, E> GracefulConnection for http2::Connection<I, S, E>
 where
     S: hyper::service::HttpService<Incoming>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -426,8 +423,8 @@ where
     I: hyper::rt::Read + hyper::rt::Write + Unpin,
     E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
 {
-    fn close_gracefully(mut self: std::pin::Pin<&mut Self>) {
-        self.connection().graceful_shutdown();
+    fn close_gracefully(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
     }
 }
 
@@ -438,6 +435,7 @@ where
 struct Shared {
     settings: Arc<Settings>,
     http1: hyper::server::conn::http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
     /// Turns true at shutdown. Each connection waits on a clone of its own,
     /// taken when it needs one (a clone starts with this one's view).
     shutdown: watch::Receiver<bool>,
@@ -462,31 +460,23 @@ impl Shared {
         if !settings.header_read_timeout.is_zero() {
             http1.header_read_timeout(settings.header_read_timeout);
         }
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+            // Streams the client resets before we accept them (rapid reset).
+            .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+            // Streams we reset for the client's protocol errors.
+            .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
+            .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+            .keep_alive_interval(H2_PING_INTERVAL)
+            .keep_alive_timeout(H2_PING_TIMEOUT);
         Self {
             settings,
             http1,
+            http2,
             shutdown,
             parked: parked::ParkedConnections::default(),
         }
     }
-}
-
-/// The HTTP/2 builder of one connection: built per connection, since its
-/// executor is that connection's own set of streams.
-fn http2_builder(
-    settings: &Settings,
-    streams: streams::StreamSet,
-) -> http2::Builder<streams::StreamSet> {
-    let mut http2 = http2::Builder::new(streams);
-    http2
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
-        // Streams the client resets before we accept them (rapid reset).
-        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
-        // Streams we reset for the client's protocol errors.
-        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
-        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(H2_PING_INTERVAL)
-        .keep_alive_timeout(H2_PING_TIMEOUT);
-    http2
 }
