@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Instructions per request: the proxy's user-space instructions counted by
-# callgrind over a fixed number of requests, HTTP/1.1 and then h2c. Unlike
+# callgrind over a fixed number of requests: HTTP/1.1, h2c, and HTTP/1.1
+# with the access log on. Unlike
 # CPU time on this shared box, the count repeats to about 0.1 %, so it can
 # tell a 1 % change apart; it does not see the kernel, nor cache misses.
 #
@@ -60,15 +61,18 @@ EOF
 nginx -c "$dir/nginx.conf" >/dev/null 2>&1 </dev/null &
 pids+=($!)
 
-# count NAME LABEL H2LOAD_FLAGS...: the instructions of REQUESTS requests
-# sent with those flags, in a fresh proxy under callgrind.
+# count NAME LABEL "PROXY_FLAGS" H2LOAD_FLAGS...: the instructions of
+# REQUESTS requests sent with those h2load flags, in a fresh proxy (run with
+# those extra flags) under callgrind. The proxy's stdout (the access log)
+# goes to /dev/null, as in the load bench.
 count() {
-  local name=$1 label=$2
-  shift 2
+  local name=$1 label=$2 proxy_flags=$3
+  shift 3
   local out="$dir/callgrind.$name"
+  # shellcheck disable=SC2086 # the extra flags are words on purpose
   valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" run \
     --table "$dir/table.yaml" --listen "127.0.0.1:$proxy" --admin "127.0.0.1:$admin" \
-    --workers 1 >"$dir/proxy.$name.log" 2>&1 &
+    --workers 1 $proxy_flags >/dev/null 2>"$dir/proxy.$name.log" &
   local pid=$!
   pids+=("$pid")
   local ready=""
@@ -90,5 +94,6 @@ count() {
   echo "$label: $((total / requests)) instructions per request ($total over $requests requests)"
 }
 
-count http1 "HTTP/1.1 (h2load --h1 -c64)" --h1 -c 64
-count h2c "h2c (h2load -c16 -m10)" -c 16 -m 10
+count http1 "HTTP/1.1 (h2load --h1 -c64)" "" --h1 -c 64
+count h2c "h2c (h2load -c16 -m10)" "" -c 16 -m 10
+count access-log "HTTP/1.1 with --access-log" "--access-log" --h1 -c 64
