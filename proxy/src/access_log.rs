@@ -17,8 +17,6 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::{Instant, SystemTime};
 
 use crate::state::Snapshot;
-use http::HeaderValue;
-use http::uri::{Authority, PathAndQuery};
 use json::JsonObject;
 use prometheus_client::metrics::counter::Counter;
 
@@ -39,19 +37,15 @@ pub struct AccessLog {
 }
 
 /// What the access log keeps of a sampled request until its line is
-/// written. Request fields are clones of the request's own values (shared
-/// bytes, not copies), and names come from the table they were routed on.
+/// written. The request's text is copied into one string; names come from
+/// the table it was routed on.
 #[derive(Debug)]
 pub struct Pending {
     pub(crate) start_time: SystemTime,
     pub(crate) start: Instant,
     pub(crate) method: http::Method,
-    pub(crate) path: Option<PathAndQuery>,
     pub(crate) protocol: &'static str,
-    pub(crate) authority: Option<RequestAuthority>,
-    pub(crate) user_agent: Option<HeaderValue>,
-    pub(crate) x_forwarded_for: Option<HeaderValue>,
-    pub(crate) request_id: HeaderValue,
+    pub(crate) request: RequestText,
     pub(crate) received: Arc<AtomicU64>,
     pub(crate) response_code: u16,
     pub(crate) response_flags: &'static str,
@@ -71,20 +65,45 @@ pub(crate) struct Routed {
     pub(crate) backend: Option<usize>,
 }
 
-/// The request's authority: its URI's (HTTP/2, absolute form), else its
-/// Host header.
+/// A logged request's path, authority, user agent, `x-forwarded-for` and
+/// request id, copied into one string when the request starts: one
+/// allocation for all five, and none of the request's own buffers kept
+/// alive while its response streams (a parsed header value shares the
+/// connection's read buffer, which it would otherwise pin).
 #[derive(Debug)]
-pub(crate) enum RequestAuthority {
-    Uri(Authority),
-    Host(HeaderValue),
+pub(crate) struct RequestText {
+    text: String,
+    /// Where each [`Field`] lies in `text`; `None` when the request had
+    /// none.
+    spans: [Option<(u32, u32)>; 5],
 }
 
-impl RequestAuthority {
-    fn as_str(&self) -> Option<&str> {
-        match self {
-            Self::Uri(authority) => Some(authority.as_str()),
-            Self::Host(host) => host.to_str().ok(),
-        }
+/// The fields of [`RequestText`], in their order there.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Field {
+    Path,
+    Authority,
+    UserAgent,
+    XForwardedFor,
+    RequestId,
+}
+
+impl RequestText {
+    /// The five fields, in [`Field`]'s order.
+    pub(crate) fn new(fields: [Option<&str>; 5]) -> Self {
+        let mut text = String::with_capacity(fields.iter().flatten().map(|f| f.len()).sum());
+        let spans = fields.map(|field| {
+            let field = field?;
+            let start = u32::try_from(text.len()).ok()?;
+            text.push_str(field);
+            Some((start, u32::try_from(text.len()).ok()?))
+        });
+        Self { text, spans }
+    }
+
+    fn get(&self, field: Field) -> Option<&str> {
+        let (start, end) = self.spans[field as usize]?;
+        self.text.get(start as usize..end as usize)
     }
 }
 
@@ -150,10 +169,8 @@ fn line(pending: &Pending, bytes_sent: u64, duration: std::time::Duration) -> Ve
     let mut line = JsonObject::with_capacity(LINE_CAPACITY);
     line.timestamp("start_time", pending.start_time);
     line.str("method", pending.method.as_str());
-    line.str(
-        "path",
-        pending.path.as_ref().map_or("/", PathAndQuery::as_str),
-    );
+    let request = &pending.request;
+    line.str("path", request.get(Field::Path).unwrap_or("/"));
     line.str("protocol", pending.protocol);
     line.value("response_code", pending.response_code);
     line.str("response_flags", pending.response_flags);
@@ -161,16 +178,10 @@ fn line(pending: &Pending, bytes_sent: u64, duration: std::time::Duration) -> Ve
     line.value("bytes_sent", bytes_sent);
     line.value("duration", duration.as_secs_f64() * 1000.0);
     line.value("upstream_service_time", pending.upstream_service_time_ms);
-    line.optional_str("x_forwarded_for", header_text(&pending.x_forwarded_for));
-    line.optional_str("user_agent", header_text(&pending.user_agent));
-    line.str("request_id", pending.request_id.to_str().unwrap_or(""));
-    line.optional_str(
-        "authority",
-        pending
-            .authority
-            .as_ref()
-            .and_then(RequestAuthority::as_str),
-    );
+    line.optional_str("x_forwarded_for", request.get(Field::XForwardedFor));
+    line.optional_str("user_agent", request.get(Field::UserAgent));
+    line.str("request_id", request.get(Field::RequestId).unwrap_or(""));
+    line.optional_str("authority", request.get(Field::Authority));
     line.optional_str("upstream_host", pending.upstream_host.as_deref());
     // Indices into the snapshot they were chosen from.
     let routed = pending.routed.as_ref();
@@ -183,11 +194,6 @@ fn line(pending: &Pending, bytes_sent: u64, duration: std::time::Duration) -> Ve
     line.optional_str("table_version", table.map(|table| table.version().as_str()));
     line.value("cohort", pending.cohort);
     line.end()
-}
-
-/// A header's value as text; `None` when absent or not visible ASCII.
-fn header_text(value: &Option<HeaderValue>) -> Option<&str> {
-    value.as_ref().and_then(|value| value.to_str().ok())
 }
 
 #[cfg(test)]
@@ -234,12 +240,14 @@ mod tests {
             start_time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_467_845_123),
             start: Instant::now(),
             method: http::Method::GET,
-            path: Some(PathAndQuery::try_from(path).unwrap()),
             protocol: "HTTP/1.1",
-            authority: Some(RequestAuthority::Host(HeaderValue::from_static("app.test"))),
-            user_agent: user_agent.map(|ua| HeaderValue::try_from(ua).unwrap()),
-            x_forwarded_for: None,
-            request_id: HeaderValue::from_static("5f0c6b8e-1d2a-4c3b-9e8f-0a1b2c3d4e5f"),
+            request: RequestText::new([
+                Some(path),
+                Some("app.test"),
+                user_agent,
+                None,
+                Some("5f0c6b8e-1d2a-4c3b-9e8f-0a1b2c3d4e5f"),
+            ]),
             received: Arc::new(AtomicU64::new(17)),
             response_code: 503,
             response_flags: "UH",
@@ -260,7 +268,7 @@ mod tests {
         let line = SerdeLine {
             start_time: "2026-11-23T21:04:05.123Z",
             method: pending.method.as_str(),
-            path: pending.path.as_ref().unwrap().as_str(),
+            path: pending.request.get(Field::Path).unwrap(),
             protocol: pending.protocol,
             response_code: pending.response_code,
             response_flags: pending.response_flags,
@@ -268,9 +276,9 @@ mod tests {
             bytes_sent,
             duration: duration.as_secs_f64() * 1000.0,
             upstream_service_time: pending.upstream_service_time_ms,
-            x_forwarded_for: header_text(&pending.x_forwarded_for),
-            user_agent: header_text(&pending.user_agent),
-            request_id: pending.request_id.to_str().unwrap(),
+            x_forwarded_for: pending.request.get(Field::XForwardedFor),
+            user_agent: pending.request.get(Field::UserAgent),
+            request_id: pending.request.get(Field::RequestId).unwrap(),
             authority: Some("app.test"),
             upstream_host: pending.upstream_host.as_deref(),
             route: Some("app"),
@@ -306,5 +314,18 @@ mod tests {
             serde_json::from_str(&serde_line(&pending, 0, duration)).unwrap();
         assert_eq!(ours, theirs);
         assert_eq!(ours["user_agent"], agent);
+    }
+
+    /// Present, absent and empty fields each read back as given, from one
+    /// string.
+    #[test]
+    fn request_text_keeps_each_field() {
+        let text = RequestText::new([Some("/a?b"), None, Some(""), Some("10.0.0.1"), Some("id")]);
+        assert_eq!(text.get(Field::Path), Some("/a?b"));
+        assert_eq!(text.get(Field::Authority), None);
+        assert_eq!(text.get(Field::UserAgent), Some(""));
+        assert_eq!(text.get(Field::XForwardedFor), Some("10.0.0.1"));
+        assert_eq!(text.get(Field::RequestId), Some("id"));
+        assert_eq!(text.text, "/a?b10.0.0.1id");
     }
 }

@@ -13,7 +13,7 @@ use http::{Request, Response, StatusCode, Version, request};
 use hyper::body::Incoming;
 use switchyard_config::spec::Protocol;
 
-use crate::access_log::{self, AccessLog, Pending, RequestAuthority};
+use crate::access_log::{self, AccessLog, Pending, RequestText};
 use crate::backend::Backend;
 use crate::body::{InFlight, ProxyBody, RequestBody, Timer};
 use crate::error::ProxyError;
@@ -58,27 +58,27 @@ struct Served {
 /// The access-log fields known when a request starts.
 fn pending_line(request: &Request<Incoming>, request_id: &HeaderValue, start: Instant) -> Pending {
     let headers = request.headers();
-    let authority = match request.uri().authority() {
-        Some(authority) => Some(RequestAuthority::Uri(authority.clone())),
-        None => headers
-            .get(header::HOST)
-            .cloned()
-            .map(RequestAuthority::Host),
-    };
+    let text = |name: HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let uri = request.uri();
     Pending {
         start_time: SystemTime::now(),
         start,
         method: request.method().clone(),
-        path: request.uri().path_and_query().cloned(),
         protocol: match request.version() {
             Version::HTTP_2 => "HTTP/2",
             Version::HTTP_10 => "HTTP/1.0",
             _ => "HTTP/1.1",
         },
-        authority,
-        user_agent: headers.get(header::USER_AGENT).cloned(),
-        x_forwarded_for: headers.get(headers::X_FORWARDED_FOR).cloned(),
-        request_id: request_id.clone(),
+        // In `Field`'s order.
+        request: RequestText::new([
+            uri.path_and_query().map(PathAndQuery::as_str),
+            uri.authority()
+                .map(Authority::as_str)
+                .or_else(|| text(header::HOST)),
+            text(header::USER_AGENT),
+            text(headers::X_FORWARDED_FOR),
+            request_id.to_str().ok(),
+        ]),
         received: Arc::new(AtomicU64::new(0)),
         response_code: 0,
         response_flags: "-",
