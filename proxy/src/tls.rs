@@ -18,7 +18,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::sync::watch;
 
 /// The crypto provider of every TLS configuration in Switchyard: *ring*,
-/// which builds with a C compiler alone (aws-lc-rs also needs cmake).
+/// the one our conventions name for its simple build (no cmake).
 ///
 /// rustls 0.23.48 deprecates ring's provider because it has no
 /// post-quantum key exchange. The allow keeps `clippy -D warnings` green
