@@ -16,9 +16,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::{Instant, SystemTime};
 
+use prometheus_client::metrics::counter::Counter;
+
 use crate::state::Snapshot;
 use json::JsonObject;
-use prometheus_client::metrics::counter::Counter;
 
 mod json;
 
