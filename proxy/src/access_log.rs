@@ -5,7 +5,7 @@
 //! dropped and counted in `switchyard_access_log_dropped_lines_total`.
 //! Sampling decides per request whether its line is built at all.
 //!
-//! Lines are written by hand ([`json`]) rather than by deriving
+//! Lines are written by hand (module `json`) rather than by deriving
 //! `Serialize`: serde's JSON writer escapes strings byte by byte and grows
 //! its buffer several times a line; with `format!` for the timestamp, it
 //! was four fifths of the access log's cost per request (callgrind).
