@@ -11,7 +11,12 @@ pub(crate) struct ExtendedRun {
     pub(crate) h2_cpu: Option<f64>,
     pub(crate) p50: f64,
     pub(crate) p99: f64,
+    /// RSS of a fresh process of the target (started for this figure).
     pub(crate) rss_fresh_kib: Option<f64>,
+    /// Per idle connection in that fresh process.
+    pub(crate) per_idle_fresh_kib: Option<f64>,
+    /// Per idle connection in the process that just served the h2c and
+    /// fixed-rate phases: what the allocator kept from them counts too.
     pub(crate) per_idle_connection_kib: Option<f64>,
 }
 
@@ -25,6 +30,7 @@ struct Row<'a> {
     p50: Spread,
     p99: Spread,
     rss_fresh: Spread,
+    idle_fresh: Spread,
     idle: Spread,
 }
 
@@ -41,6 +47,7 @@ fn row<'a>(name: &'a str, runs: &[ExtendedRun]) -> Row<'a> {
         p50: spread(runs.iter().map(|r| Some(r.p50))),
         p99: spread(runs.iter().map(|r| Some(r.p99))),
         rss_fresh: spread(runs.iter().map(|r| r.rss_fresh_kib)),
+        idle_fresh: spread(runs.iter().map(|r| r.per_idle_fresh_kib)),
         idle: spread(runs.iter().map(|r| r.per_idle_connection_kib)),
     }
 }
@@ -82,13 +89,14 @@ pub(crate) fn markdown(targets: &[(&str, Vec<ExtendedRun>)], rate: u32, idle: us
     let added = |r: &Row<'_>| Some(r.p99?.0 - direct_p99?);
     let best_cpu = best_peer(&rows, |r| r.h2_cpu.map(|s| s.0));
     let best_added = best_peer(&rows, added);
+    let best_idle_fresh = best_peer(&rows, |r| r.idle_fresh.map(|s| s.0));
     let best_idle = best_peer(&rows, |r| r.idle.map(|s| s.0));
     let mut out = format!(
-        "\n{rounds} interleaved round(s), medians (min-max): h2c by `h2load -t1 -c16 -m10`, latency at {rate} req/s (open loop, 16 HTTP/1.1 connections), memory with {idle} idle keep-alive connections\n\n| target | h2c req/s | h2c proxy CPU us/req | h2c CPU vs best peer | p50 at {rate} req/s (us) | p99 at {rate} req/s (us) | p99 over direct vs best peer | RSS fresh (KiB) | KiB per idle connection | idle memory vs best peer |\n|---|---|---|---|---|---|---|---|---|---|\n"
+        "\n{rounds} interleaved round(s), medians (min-max): h2c by `h2load -t1 -c16 -m10`, latency at {rate} req/s (open loop, 16 HTTP/1.1 connections), memory with {idle} idle keep-alive connections in a fresh process and in the one that ran the phases before\n\n| target | h2c req/s | h2c proxy CPU us/req | h2c CPU vs best peer | p50 at {rate} req/s (us) | p99 at {rate} req/s (us) | p99 over direct vs best peer | RSS fresh (KiB) | KiB per idle connection, fresh | vs best peer | KiB per idle connection, after load | vs best peer |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     );
     for r in &rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.name,
             cell(r.h2_rps, 0),
             cell(r.h2_cpu, 1),
@@ -101,6 +109,8 @@ pub(crate) fn markdown(targets: &[(&str, Vec<ExtendedRun>)], rate: u32, idle: us
                 ratio(added(r), best_added)
             },
             cell(r.rss_fresh, 0),
+            cell(r.idle_fresh, 2),
+            ratio(r.idle_fresh.map(|s| s.0), best_idle_fresh),
             cell(r.idle, 2),
             ratio(r.idle.map(|s| s.0), best_idle),
         ));
@@ -119,6 +129,7 @@ mod tests {
             p50: 100.0,
             p99,
             rss_fresh_kib: Some(1000.0),
+            per_idle_fresh_kib: Some(idle / 2.0),
             per_idle_connection_kib: Some(idle),
         }
     }
@@ -128,6 +139,7 @@ mod tests {
         let direct = ExtendedRun {
             h2_cpu: None,
             rss_fresh_kib: None,
+            per_idle_fresh_kib: None,
             per_idle_connection_kib: None,
             ..run(0.0, 200.0, 0.0)
         };
@@ -153,7 +165,8 @@ mod tests {
             .find(|l| l.starts_with("| switchyard"))
             .unwrap();
         // CPU 13 (median) against HAProxy's 8; 110 us over direct against
-        // nginx's 50; 21 KiB against nginx's 0.5.
+        // nginx's 50; 21 KiB against nginx's 0.5 (fresh: 10.5 against
+        // 0.25).
         assert!(
             switchyard.contains("| 13.0 (12.0-14.0) | 1.62x |"),
             "{switchyard}"
@@ -163,7 +176,7 @@ mod tests {
             "{switchyard}"
         );
         assert!(
-            switchyard.ends_with("| 21.00 (20.00-22.00) | 42.00x |"),
+            switchyard.ends_with("| 10.50 (10.00-11.00) | 42.00x | 21.00 (20.00-22.00) | 42.00x |"),
             "{switchyard}"
         );
     }

@@ -323,6 +323,7 @@ fn measure_extended(
             p50,
             p99,
             rss_fresh_kib: None,
+            per_idle_fresh_kib: None,
             per_idle_connection_kib: None,
         });
     };
@@ -341,16 +342,37 @@ fn measure_extended(
             options.duration,
         )?;
         let (p50, p99) = extended::fixed_rate(&listen, FIXED_RATE, options.duration)?;
-        let (fresh, per_connection) = extended::idle_memory(&listen, child.id(), IDLE_CONNECTIONS)?;
+        let (_, per_connection) = extended::idle_memory(&listen, child.id(), IDLE_CONNECTIONS)?;
         Ok(ExtendedRun {
             h2_rps,
             h2_cpu,
             p50,
             p99,
-            rss_fresh_kib: Some(fresh as f64),
+            rss_fresh_kib: None,
+            per_idle_fresh_kib: None,
             per_idle_connection_kib: Some(per_connection),
         })
     })();
+    stop(&mut child);
+    let mut run = result?;
+    // The same figure in a fresh process: the connections' own cost,
+    // without what the allocator kept from the phases before.
+    let (fresh, per_connection) = idle_memory_fresh(target, start)?;
+    run.rss_fresh_kib = Some(fresh as f64);
+    run.per_idle_fresh_kib = Some(per_connection);
+    Ok(run)
+}
+
+/// RSS of a freshly started target, and per idle keep-alive connection
+/// once [`IDLE_CONNECTIONS`] clients each made one request and stayed.
+fn idle_memory_fresh(target: &Target, start: &Starter) -> anyhow::Result<(u64, f64)> {
+    let listen = format!("127.0.0.1:{}", free_port_triple()?);
+    let mut child = start(&listen)?;
+    let result = if wait_ready(&listen, Duration::from_secs(10)) {
+        extended::idle_memory(&listen, child.id(), IDLE_CONNECTIONS)
+    } else {
+        Err(anyhow::anyhow!("{} did not become ready", target.name))
+    };
     stop(&mut child);
     result
 }
