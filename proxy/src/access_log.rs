@@ -184,15 +184,25 @@ fn line(pending: &Pending, bytes_sent: u64, duration: std::time::Duration) -> Ve
     line.str("request_id", request.get(Field::RequestId).unwrap_or(""));
     line.optional_str("authority", request.get(Field::Authority));
     line.optional_str("upstream_host", pending.upstream_host.as_deref());
-    // Indices into the snapshot they were chosen from.
-    let routed = pending.routed.as_ref();
-    let table = routed.map(|routed| &routed.snapshot.table);
-    let route = routed.and_then(|r| Some(r.snapshot.table.routes().get(r.route?)?.name.as_str()));
-    let backend =
-        routed.and_then(|r| Some(r.snapshot.table.backends().get(r.backend?)?.name.as_str()));
+    // Names and version from the snapshot the request was routed on.
+    let (route, backend, version) = match &pending.routed {
+        Some(Routed {
+            snapshot,
+            route,
+            backend,
+        }) => {
+            let table = &snapshot.table;
+            (
+                route.and_then(|r| Some(table.routes().get(r)?.name.as_str())),
+                backend.and_then(|b| Some(table.backends().get(b)?.name.as_str())),
+                Some(table.version().as_str()),
+            )
+        }
+        None => (None, None, None),
+    };
     line.optional_str("route", route);
     line.optional_str("backend", backend);
-    line.optional_str("table_version", table.map(|table| table.version().as_str()));
+    line.optional_str("table_version", version);
     line.value("cohort", pending.cohort);
     line.end()
 }

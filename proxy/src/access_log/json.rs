@@ -1,6 +1,7 @@
 //! The few pieces of JSON the access log writes, by hand: an object's
-//! members, escaped strings and an RFC 3339 timestamp.
+//! members, escaped strings and an RFC 3339 timestamp (humantime's).
 
+use std::io::Write;
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -102,48 +103,13 @@ fn needs_escape(byte: u8) -> bool {
     byte < 0x20 || byte == b'"' || byte == b'\\'
 }
 
-/// `2026-11-23T21:04:05.123Z` (UTC, milliseconds).
+/// `2026-11-23T21:04:05.123Z` (UTC, milliseconds), by humantime as in
+/// the control plane. A clock before 1970 is written as 1970 (humantime
+/// panics on it); past year 9999 humantime refuses and the string is left
+/// empty, still valid JSON.
 fn push_rfc3339(out: &mut Vec<u8>, time: SystemTime) {
-    let since = time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    let seconds = since.as_secs();
-    let (days, rest) = (seconds / 86_400, seconds % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    // Years 0 to 9999; a clock outside them is clamped rather than
-    // breaking the line's shape.
-    push_digits(out, year.clamp(0, 9999) as u64, 4);
-    out.push(b'-');
-    push_digits(out, month as u64, 2);
-    out.push(b'-');
-    push_digits(out, day as u64, 2);
-    out.push(b'T');
-    push_digits(out, rest / 3600, 2);
-    out.push(b':');
-    push_digits(out, rest / 60 % 60, 2);
-    out.push(b':');
-    push_digits(out, rest % 60, 2);
-    out.push(b'.');
-    push_digits(out, u64::from(since.subsec_millis()), 3);
-    out.push(b'Z');
-}
-
-/// The last `width` decimal digits of `value`, zero-padded.
-fn push_digits(out: &mut Vec<u8>, value: u64, width: u32) {
-    let mut divisor = 10u64.pow(width - 1);
-    while divisor > 0 {
-        out.push(b'0' + (value / divisor % 10) as u8);
-        divisor /= 10;
-    }
+    let time = time.max(SystemTime::UNIX_EPOCH);
+    let _ = write!(out, "{}", humantime::format_rfc3339_millis(time));
 }
 
 #[cfg(test)]
@@ -164,6 +130,12 @@ mod tests {
         assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
         assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
         assert_eq!(at(1_795_467_845, 123), "2026-11-23T21:04:05.123Z");
+        let mut before_1970 = Vec::new();
+        push_rfc3339(
+            &mut before_1970,
+            SystemTime::UNIX_EPOCH - Duration::from_secs(1),
+        );
+        assert_eq!(before_1970, b"1970-01-01T00:00:00.000Z");
     }
 
     /// Strings that need escaping (quotes, backslashes, control characters)
