@@ -7,13 +7,11 @@
 
 mod hosts;
 mod matcher;
+mod request_head;
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
-
-use http::{HeaderMap, Method, Uri};
 
 use crate::pick::{AssignCookie, Cohort, Split, Target};
 use crate::problem::InvalidTable;
@@ -22,6 +20,7 @@ use crate::table::{Table, Version};
 use crate::validate::checks::parse_key_source;
 use hosts::{HostGroups, HostIndex, HostNames};
 use matcher::{Matcher, Specificity};
+pub use request_head::RequestHead;
 use rustc_hash::FxHashSet;
 
 /// Index of a backend in [`CompiledTable::backends`].
@@ -101,23 +100,6 @@ pub enum Action {
         /// Body text.
         body: String,
     },
-}
-
-/// The parts of a request that routing looks at.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestHead<'a> {
-    /// `Host` header or `:authority` (a port is ignored).
-    pub host: &'a str,
-    /// Method.
-    pub method: &'a Method,
-    /// Path, without the query.
-    pub path: &'a str,
-    /// Raw query string, without `?`.
-    pub query: Option<&'a str>,
-    /// Request headers.
-    pub headers: &'a HeaderMap,
-    /// Where an intercepted connection was going (sidecar outbound).
-    pub destination: Option<SocketAddr>,
 }
 
 /// The rule a request matched, with its route.
@@ -469,42 +451,4 @@ fn compile_action(
         }
     };
     Ok(Action::Split(Split::new(entries, cohort, split.mode)))
-}
-
-// === impl RequestHead ===
-
-impl<'a> RequestHead<'a> {
-    /// The head of an `http` request: host from the URI authority (HTTP/2,
-    /// absolute-form) or else the `Host` header.
-    pub fn new(method: &'a Method, uri: &'a Uri, headers: &'a HeaderMap) -> Self {
-        let host = uri
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| {
-                headers
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-            })
-            .unwrap_or("");
-        Self {
-            host,
-            method,
-            path: uri.path(),
-            query: uri.query(),
-            headers,
-            destination: None,
-        }
-    }
-
-    /// The same head, for a connection intercepted on its way to
-    /// `destination`.
-    pub fn with_destination(mut self, destination: Option<SocketAddr>) -> Self {
-        self.destination = destination;
-        self
-    }
-
-    /// The first value of a query parameter, percent-decoded.
-    pub fn query_param(&self, name: &str) -> Option<Cow<'a, [u8]>> {
-        matcher::query_param(self.query, name)
-    }
 }
