@@ -10,7 +10,6 @@
 //! An admin token may do everything; wrong or missing tokens get 401, a
 //! proxy token on an admin call 403, and nothing changes.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -18,17 +17,17 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use switchyard_config::GwDuration;
 use switchyard_config::load::MAX_TABLE_BYTES;
-use switchyard_config::spec::DrainMode;
 use switchyard_config::wire::{REPORT_PATH, Report, SUBSCRIBE_PATH};
 
 use crate::daemon::{ChangeError, Control, Request as ChangeRequest};
 use crate::edit::{self, EditError};
 use crate::tokens::{Denied, Role, Token};
+use bodies::{ApplyBody, DrainBody, RollbackBody, UndrainBody, WeightsBody};
+
+mod bodies;
 
 /// Response body of every call.
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -36,66 +35,6 @@ pub type Body = BoxBody<Bytes, Infallible>;
 /// Request bodies above this are refused with 413 (a table as a JSON string
 /// can be twice its size once escaped).
 pub const MAX_BODY_BYTES: usize = 2 * MAX_TABLE_BYTES + 64 * 1024;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ApplyBody {
-    table: String,
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    dry_run: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WeightsBody {
-    route: String,
-    weights: BTreeMap<String, u32>,
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    dry_run: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DrainBody {
-    backend: String,
-    #[serde(default = "default_deadline")]
-    deadline: GwDuration,
-    #[serde(default)]
-    mode: DrainMode,
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    dry_run: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UndrainBody {
-    backend: String,
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    dry_run: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RollbackBody {
-    #[serde(default)]
-    version: Option<String>,
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    dry_run: bool,
-}
-
-fn default_deadline() -> GwDuration {
-    GwDuration(std::time::Duration::from_secs(30))
-}
 
 /// Handles one request.
 pub async fn handle(control: Arc<Control>, request: Request<Incoming>) -> Response<Body> {
