@@ -216,7 +216,9 @@ impl Timer {
 /// (slow POST). Why it failed is left in a `BodyVerdict` for the handler.
 #[derive(Debug)]
 pub struct RequestBody {
-    inner: Incoming,
+    /// `None`: a request sent again after its upstream dropped it, which is
+    /// only done for requests without a body (see `server::send`).
+    inner: Option<Incoming>,
     received: Option<Arc<AtomicU64>>,
     limit: Option<u64>,
     seen: u64,
@@ -288,7 +290,7 @@ impl RequestBody {
         });
         let verdict = BodyVerdict::default();
         let body = Self {
-            inner,
+            inner: Some(inner),
             received,
             limit,
             seen: 0,
@@ -297,6 +299,19 @@ impl RequestBody {
             watch,
         };
         (body, verdict)
+    }
+
+    /// A body with nothing in it, for a request sent a second time.
+    pub(crate) fn empty() -> Self {
+        Self {
+            inner: None,
+            received: None,
+            limit: None,
+            seen: 0,
+            idle: None,
+            verdict: BodyVerdict::default(),
+            watch: None,
+        }
     }
 
     fn finished(&mut self) {
@@ -333,7 +348,10 @@ impl Body for RequestBody {
             idle.sleep.as_mut().reset(deadline);
             idle.waiting = true;
         }
-        let polled = match Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(inner) = &mut this.inner else {
+            return Poll::Ready(None);
+        };
+        let polled = match Pin::new(&mut *inner).poll_frame(cx) {
             Poll::Pending => {
                 if let Some(idle) = &mut this.idle
                     && idle.sleep.as_mut().poll(cx).is_ready()
@@ -356,7 +374,7 @@ impl Body for RequestBody {
             }
         };
         // The upstream may stop polling once the body says it has ended.
-        if this.inner.is_end_stream() {
+        if this.inner.as_ref().is_some_and(Body::is_end_stream) {
             this.finished();
         }
         if let Some(data) = frame.data_ref() {
@@ -373,10 +391,12 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }

@@ -219,7 +219,7 @@ impl Metrics {
         let upstream_retries = Family::default();
         registry.register(
             "switchyard_upstream_retries",
-            "Requests sent again because the first attempt never reached the upstream",
+            "Requests sent again because the first attempt never reached the upstream, or the upstream closed or refused it unanswered",
             upstream_retries.clone(),
         );
         let upstream_connections = Family::default();

@@ -1,5 +1,6 @@
 //! The request handler: route, pick, forward, stream back.
 
+mod replay;
 mod send;
 
 use std::net::SocketAddr;

@@ -67,8 +67,13 @@ pub(crate) enum SendError {
         reason: String,
         connect: bool,
     },
-    /// The request was (at least partly) sent: it must not be retried.
-    Failed(String),
+    /// The request was (at least partly) sent.
+    Failed {
+        reason: String,
+        /// The upstream closed or refused the exchange without answering:
+        /// an idempotent request without a body may be sent again.
+        unanswered: bool,
+    },
 }
 
 // === impl Endpoint ===
@@ -360,7 +365,44 @@ impl SendError {
                 reason,
                 connect: false,
             },
-            None => Self::Failed(reason),
+            None => Self::Failed {
+                reason,
+                unanswered: closed_unanswered(error.error()),
+            },
         }
     }
+}
+
+/// Whether a send failed because the upstream closed the connection (or,
+/// on HTTP/2, refused the stream or went away) before any response: a
+/// server closing an idle keep-alive connection as a request arrives on it,
+/// or one shutting down. Timeouts and malformed responses are not in this
+/// class; nor is anything after the response head (the send succeeded).
+fn closed_unanswered(error: &hyper::Error) -> bool {
+    if error.is_incomplete_message() {
+        return true;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return is_disconnect(io);
+        }
+        if let Some(h2) = cause.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away() && h2.is_remote())
+                || h2.get_io().is_some_and(is_disconnect);
+        }
+        source = cause.source();
+    }
+    false
+}
+
+fn is_disconnect(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::BrokenPipe
+            | std::io::ErrorKind::UnexpectedEof
+    )
 }

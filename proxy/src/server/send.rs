@@ -10,14 +10,18 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use super::Proxy;
+use super::replay::Replay;
 use crate::backend::Backend;
 use crate::body::RequestBody;
 use crate::error::ProxyError;
 use crate::upstream::{Endpoint, Lease, SendError};
 
 impl Proxy {
-    /// Sends to one endpoint; a request that never left the proxy is retried
-    /// once on another endpoint (the same one when it is the only one).
+    /// Sends to one endpoint, and retries once on another endpoint (the same
+    /// one when it is the only one) a request that never left the proxy, or
+    /// an idempotent one without a body that the upstream closed or refused
+    /// without answering (RFC 9110 section 9.2.2 allows that retry; a body
+    /// already streamed upstream could not be sent again).
     pub(super) async fn send_with_retry(
         &self,
         backend: &Arc<Backend>,
@@ -27,13 +31,24 @@ impl Proxy {
         let first = backend
             .pick_endpoint(rand::random(), None)
             .ok_or_else(|| ProxyError::NoEndpoints(backend.name().to_owned()))?;
+        let replay = Replay::of(&request);
         let request = match self
             .attempt(backend, &first, request, attempt_timeout)
             .await?
         {
             Ok(sent) => return Ok(sent),
-            Err(SendError::Failed(reason)) => {
-                return Err(upstream_failed(backend, first.addr(), reason));
+            Err(SendError::Failed { reason, unanswered }) => {
+                match replay
+                    .filter(|_| unanswered)
+                    .and_then(|replay| replay.into_request())
+                {
+                    Some(request) => {
+                        tracing::debug!(backend = backend.name(), endpoint = first.addr(), %reason, "retrying on another endpoint; the upstream closed without answering");
+                        self.state.metrics().count_retry(backend.name());
+                        request
+                    }
+                    None => return Err(upstream_failed(backend, first.addr(), reason)),
+                }
             }
             Err(SendError::NotSent {
                 request, reason, ..
@@ -51,7 +66,9 @@ impl Proxy {
             .await?
         {
             Ok(sent) => Ok(sent),
-            Err(SendError::Failed(reason)) => Err(upstream_failed(backend, second.addr(), reason)),
+            Err(SendError::Failed { reason, .. }) => {
+                Err(upstream_failed(backend, second.addr(), reason))
+            }
             Err(SendError::NotSent {
                 reason,
                 connect: true,
