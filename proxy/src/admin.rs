@@ -146,7 +146,15 @@ impl Admin {
                 let endpoints: Vec<serde_json::Value> = backend
                     .endpoints()
                     .iter()
-                    .map(|e| json!({ "address": e.addr(), "in_flight": e.in_flight(), "idle_connections": e.idle_connections() }))
+                    .map(|e| {
+                        json!({
+                            "address": e.addr(),
+                            "in_flight": e.in_flight(),
+                            "idle_connections": e.idle_connections(),
+                            "ejected": e.is_ejected(),
+                            "connect_failures": e.connect_failures(),
+                        })
+                    })
                     .collect();
                 json!({
                     "name": backend.name(),

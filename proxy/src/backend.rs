@@ -92,8 +92,10 @@ impl Backend {
         self.endpoints.load_full()
     }
 
-    /// Power of two choices on in-flight requests; `avoid` (a failed
-    /// endpoint) is skipped when there is another.
+    /// Power of two choices on in-flight requests, passing over endpoints
+    /// that could not be connected to lately (unless every one is such:
+    /// then trying beats refusing); `avoid` (a failed endpoint) is skipped
+    /// when there is another.
     pub(crate) fn pick_endpoint(
         &self,
         random: u64,
@@ -116,7 +118,14 @@ impl Backend {
                 let first = (random % n as u64) as usize;
                 let offset = 1 + ((random >> 32) % (n as u64 - 1)) as usize;
                 let (a, b) = (candidate(first), candidate((first + offset) % n));
-                Some(if b.in_flight() < a.in_flight() { b } else { a }.clone())
+                let picked = match (a.is_ejected(), b.is_ejected()) {
+                    (false, false) if b.in_flight() < a.in_flight() => b,
+                    (false, _) => a,
+                    (true, false) => b,
+                    // Rare: look for any endpoint in service.
+                    (true, true) => (0..n).map(candidate).find(|e| !e.is_ejected()).unwrap_or(a),
+                };
+                Some(picked.clone())
             }
         }
     }

@@ -79,6 +79,11 @@ pub(crate) struct RunArgs {
     /// Upstream connect timeout, like `5s`.
     #[arg(long)]
     connect_timeout: Option<String>,
+    /// How long an endpoint that could not be connected to is passed over,
+    /// like `1s`; doubled, up to 30s, when the next try fails too (`0s`
+    /// turns passive health off).
+    #[arg(long)]
+    endpoint_ejection: Option<String>,
     /// Limit for reading a request's headers, which also closes idle
     /// HTTP/1.1 keep-alive connections, like `30s` (`0s` disables it).
     #[arg(long)]

@@ -113,6 +113,7 @@ pub struct Metrics {
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     upstream_retries: Family<BackendLabels, Counter>,
     upstream_connections: Family<BackendLabels, Gauge>,
+    ejected_endpoints: Family<BackendLabels, Gauge>,
     errors: Family<ErrorLabels, Counter>,
     connections: ConnectionFamilies,
     outbound: Family<HandlingLabels, Counter>,
@@ -228,6 +229,12 @@ impl Metrics {
             "Open upstream connections (pooled and in use), by backend",
             upstream_connections.clone(),
         );
+        let ejected_endpoints = Family::default();
+        registry.register(
+            "switchyard_upstream_endpoints_ejected",
+            "Endpoints passed over for now after a failed connect (passive health), by backend",
+            ejected_endpoints.clone(),
+        );
         let errors = Family::default();
         registry.register(
             "switchyard_http_errors",
@@ -254,6 +261,7 @@ impl Metrics {
             upstream_errors,
             upstream_retries,
             upstream_connections,
+            ejected_endpoints,
             errors,
             requests,
             duration,
@@ -347,6 +355,7 @@ impl Metrics {
             self.draining.remove(&labels);
             self.upstream_retries.remove(&labels);
             self.upstream_connections.remove(&labels);
+            self.ejected_endpoints.remove(&labels);
             for error in UPSTREAM_ERRORS {
                 self.upstream_errors.remove(&UpstreamErrorLabels {
                     backend: backend.clone(),
@@ -439,14 +448,15 @@ impl Metrics {
             self.draining
                 .get_or_create(&labels)
                 .set(i64::from(backend.is_draining()));
-            let connections: usize = backend
-                .endpoints()
-                .iter()
-                .map(|e| e.open_connections())
-                .sum();
+            let endpoints = backend.endpoints();
+            let connections: usize = endpoints.iter().map(|e| e.open_connections()).sum();
             self.upstream_connections
                 .get_or_create(&labels)
                 .set(connections as i64);
+            let ejected = endpoints.iter().filter(|e| e.is_ejected()).count();
+            self.ejected_endpoints
+                .get_or_create(&labels)
+                .set(ejected as i64);
         }
         let mut out = String::new();
         // Writing to a String cannot fail.

@@ -78,6 +78,10 @@ impl fmt::Debug for SplitRandom {
 pub struct Settings {
     /// Limit for establishing an upstream TCP connection.
     pub connect_timeout: Duration,
+    /// How long an endpoint that could not be connected to is passed over
+    /// by the endpoint pick; doubled when the next try fails too (at most
+    /// 30 s, or this if longer). Zero turns passive health off.
+    pub endpoint_ejection: Duration,
     /// Sidecar outbound: how long to wait for a connection's first bytes
     /// before passing it through undetected (server-speaks-first protocols).
     pub outbound_detect_timeout: Duration,
@@ -161,6 +165,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             connect_timeout: Duration::from_secs(5),
+            endpoint_ejection: Duration::from_secs(1),
             outbound_detect_timeout: Duration::from_millis(500),
             header_read_timeout: Duration::from_secs(30),
             expose_backend: false,

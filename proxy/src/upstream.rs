@@ -23,6 +23,10 @@ use crate::backend::Backend;
 use crate::body::RequestBody;
 use crate::upstream_tls::{UpstreamIo, UpstreamTls};
 
+mod health;
+
+use health::Health;
+
 /// Most idle HTTP/1.1 connections kept per endpoint.
 const MAX_IDLE_PER_ENDPOINT: usize = 512;
 
@@ -46,6 +50,18 @@ pub struct Endpoint {
     retired: AtomicBool,
     /// Connection tasks, so a drain deadline can cut them.
     connections: Mutex<Vec<AbortHandle>>,
+    /// Connect failures, which make the endpoint pick pass it over.
+    health: Health,
+}
+
+/// How upstream connections are opened.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnectPolicy {
+    /// Limit for the TCP connect and the TLS handshake.
+    pub(crate) timeout: Duration,
+    /// How long a first connect failure passes an endpoint over (see the
+    /// `health` module); zero turns passive health off.
+    pub(crate) ejection: Duration,
 }
 
 /// What a request holds while it is in flight: counts, and the HTTP/1.1
@@ -89,6 +105,7 @@ impl Endpoint {
             in_flight: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
             connections: Mutex::new(Vec::new()),
+            health: Health::default(),
         }
     }
 
@@ -107,6 +124,17 @@ impl Endpoint {
         self.connections
             .lock()
             .map_or(0, |c| c.iter().filter(|t| !t.is_finished()).count())
+    }
+
+    /// Whether the endpoint pick passes this endpoint over for now, after
+    /// it could not be connected to.
+    pub fn is_ejected(&self) -> bool {
+        self.health.is_ejected()
+    }
+
+    /// Connect failures in a row (0 once a connection opened).
+    pub fn connect_failures(&self) -> u32 {
+        self.health.failures()
     }
 
     /// Idle pooled HTTP/1.1 connections.
@@ -154,7 +182,7 @@ impl Endpoint {
         self: &Arc<Self>,
         backend: &Arc<Backend>,
         request: Request<RequestBody>,
-        connect_timeout: Duration,
+        policy: ConnectPolicy,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
         let mut lease = Lease::new(self.clone(), backend.clone());
         match self.protocol {
@@ -164,7 +192,7 @@ impl Endpoint {
                     // Boxed, as is the HTTP/2 connect: connecting is rare, and
                     // inline its future would be most of every request's
                     // (1.4 of 2.3 KB here), copied whenever that one moves.
-                    None => match Box::pin(self.connect_http1(connect_timeout)).await {
+                    None => match Box::pin(self.connect_http1(policy)).await {
                         Ok(connection) => connection,
                         Err(reason) => {
                             return Err(SendError::NotSent {
@@ -180,7 +208,7 @@ impl Endpoint {
                 result.map(|r| (r, lease)).map_err(SendError::from_try)
             }
             Protocol::Http2 => {
-                let mut sender = match self.shared_http2(connect_timeout).await {
+                let mut sender = match self.shared_http2(policy).await {
                     Ok(sender) => sender,
                     Err(reason) => {
                         return Err(SendError::NotSent {
@@ -233,7 +261,21 @@ impl Endpoint {
         }
     }
 
-    async fn connect(&self, timeout: Duration) -> Result<TokioIo<UpstreamIo>, String> {
+    async fn connect(&self, policy: ConnectPolicy) -> Result<TokioIo<UpstreamIo>, String> {
+        let result = self.open(policy.timeout).await;
+        match &result {
+            Ok(_) => self.health.connected(),
+            Err(reason) => {
+                let ejection = self.health.connect_failed(policy.ejection);
+                if !ejection.is_zero() {
+                    tracing::warn!(endpoint = %self.addr, %reason, ?ejection, "could not connect; passing the endpoint over");
+                }
+            }
+        }
+        result
+    }
+
+    async fn open(&self, timeout: Duration) -> Result<TokioIo<UpstreamIo>, String> {
         let connecting = async {
             let stream = TcpStream::connect(&self.addr)
                 .await
@@ -257,9 +299,9 @@ impl Endpoint {
 
     async fn connect_http1(
         &self,
-        timeout: Duration,
+        policy: ConnectPolicy,
     ) -> Result<http1::SendRequest<RequestBody>, String> {
-        let io = self.connect(timeout).await?;
+        let io = self.connect(policy).await?;
         let (sender, connection) = http1::Builder::new()
             .handshake(io)
             .await
@@ -276,7 +318,7 @@ impl Endpoint {
 
     async fn shared_http2(
         &self,
-        timeout: Duration,
+        policy: ConnectPolicy,
     ) -> Result<http2::SendRequest<RequestBody>, String> {
         let mut shared = self.shared_h2.lock().await;
         if let Some(sender) = shared.as_ref()
@@ -284,7 +326,7 @@ impl Endpoint {
         {
             return Ok(sender.clone());
         }
-        Box::pin(self.connect_http2(&mut shared, timeout)).await
+        Box::pin(self.connect_http2(&mut shared, policy)).await
     }
 
     /// Opens the shared HTTP/2 connection, under the lock `shared` comes
@@ -292,9 +334,9 @@ impl Endpoint {
     async fn connect_http2(
         &self,
         shared: &mut Option<http2::SendRequest<RequestBody>>,
-        timeout: Duration,
+        policy: ConnectPolicy,
     ) -> Result<http2::SendRequest<RequestBody>, String> {
-        let io = self.connect(timeout).await?;
+        let io = self.connect(policy).await?;
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(io)

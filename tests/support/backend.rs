@@ -53,7 +53,12 @@ pub struct TestBackend {
 
 impl TestBackend {
     pub async fn start(name: &'static str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_at(name, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// A backend on `addr` (a port once used, to bring an endpoint back).
+    pub async fn start_at(name: &'static str, addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let accepted = Arc::new(AtomicUsize::new(0));

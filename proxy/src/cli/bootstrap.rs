@@ -31,6 +31,7 @@ struct Bootstrap {
     outbound_detect_timeout: Option<GwDuration>,
     workers: Option<usize>,
     connect_timeout: Option<GwDuration>,
+    endpoint_ejection: Option<GwDuration>,
     header_read_timeout: Option<GwDuration>,
     shutdown_grace: Option<GwDuration>,
     drain_delay: Option<GwDuration>,
@@ -170,6 +171,12 @@ pub(super) fn resolve(args: RunArgs) -> anyhow::Result<Resolved> {
             file.connect_timeout,
             defaults.connect_timeout,
             "connect-timeout",
+        )?,
+        endpoint_ejection: duration(
+            &args.endpoint_ejection,
+            file.endpoint_ejection,
+            defaults.endpoint_ejection,
+            "endpoint-ejection",
         )?,
         outbound_detect_timeout: duration(
             &args.outbound_detect_timeout,

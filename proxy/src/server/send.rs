@@ -14,7 +14,7 @@ use super::replay::Replay;
 use crate::backend::Backend;
 use crate::body::RequestBody;
 use crate::error::ProxyError;
-use crate::upstream::{Endpoint, Lease, SendError};
+use crate::upstream::{ConnectPolicy, Endpoint, Lease, SendError};
 
 impl Proxy {
     /// Sends to one endpoint, and retries once on another endpoint (the same
@@ -94,14 +94,15 @@ impl Proxy {
         // The send future is built in each arm, not bound once before the
         // match: a future held in a local and then awaited takes room twice
         // in this future (once per arm, too), which every caller carries.
-        let connect_timeout = self.settings.connect_timeout;
+        let policy = ConnectPolicy {
+            timeout: self.settings.connect_timeout,
+            ejection: self.settings.endpoint_ejection,
+        };
         match limit {
-            Some(limit) => {
-                tokio::time::timeout(limit, endpoint.send(backend, request, connect_timeout))
-                    .await
-                    .map_err(|_| ProxyError::Timeout(backend.name().to_owned()))
-            }
-            None => Ok(endpoint.send(backend, request, connect_timeout).await),
+            Some(limit) => tokio::time::timeout(limit, endpoint.send(backend, request, policy))
+                .await
+                .map_err(|_| ProxyError::Timeout(backend.name().to_owned())),
+            None => Ok(endpoint.send(backend, request, policy).await),
         }
     }
 }
