@@ -2,6 +2,7 @@
 //! auto-detected on every connection, per-connection limits, graceful
 //! shutdown.
 
+mod boxed;
 mod connection;
 mod dormant;
 mod http1;
@@ -279,7 +280,7 @@ where
             return;
         };
         if is_http2 {
-            serve_http2(&shared, io, service, state, peer).await;
+            serve_http2(&shared, io, boxed::BoxedFutures(service), state, peer).await;
             return;
         }
         let connection = http1::Http1Connection {
