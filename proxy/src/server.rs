@@ -287,7 +287,9 @@ impl Proxy {
             self.settings.request_body_idle_timeout,
             watch,
         );
-        let request = Request::from_parts(parts, body);
+        // Boxed: it passes through four layers of futures, each of which
+        // would otherwise hold it (twice, as async fn arguments are).
+        let request = Box::new(Request::from_parts(parts, body));
         // Built in each arm, not bound before the match (see `attempt`).
         let attempt_limit = decision.backend_request_timeout;
         let sent = match decision.request_timeout {

@@ -181,7 +181,7 @@ impl Endpoint {
     pub(crate) async fn send(
         self: &Arc<Self>,
         backend: &Arc<Backend>,
-        request: Request<RequestBody>,
+        request: Box<Request<RequestBody>>,
         policy: ConnectPolicy,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
         let mut lease = Lease::new(self.clone(), backend.clone());
@@ -196,14 +196,14 @@ impl Endpoint {
                         Ok(connection) => connection,
                         Err(reason) => {
                             return Err(SendError::NotSent {
-                                request: Box::new(request),
+                                request,
                                 reason,
                                 connect: true,
                             });
                         }
                     },
                 };
-                let result = connection.try_send_request(request).await;
+                let result = connection.try_send_request(*request).await;
                 lease.connection = Some(connection);
                 result.map(|r| (r, lease)).map_err(SendError::from_try)
             }
@@ -212,7 +212,7 @@ impl Endpoint {
                     Ok(sender) => sender,
                     Err(reason) => {
                         return Err(SendError::NotSent {
-                            request: Box::new(request),
+                            request,
                             reason,
                             connect: true,
                         });
@@ -220,12 +220,12 @@ impl Endpoint {
                 };
                 if let Err(e) = sender.ready().await {
                     return Err(SendError::NotSent {
-                        request: Box::new(request),
+                        request,
                         reason: e.to_string(),
                         connect: false,
                     });
                 }
-                let result = sender.try_send_request(request).await;
+                let result = sender.try_send_request(*request).await;
                 result.map(|r| (r, lease)).map_err(SendError::from_try)
             }
         }

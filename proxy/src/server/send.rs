@@ -25,7 +25,7 @@ impl Proxy {
     pub(super) async fn send_with_retry(
         &self,
         backend: &Arc<Backend>,
-        request: Request<RequestBody>,
+        request: Box<Request<RequestBody>>,
         attempt_timeout: Option<Duration>,
     ) -> Result<(Response<Incoming>, Lease), ProxyError> {
         let first = backend
@@ -45,7 +45,7 @@ impl Proxy {
                     Some(request) => {
                         tracing::debug!(backend = backend.name(), endpoint = first.addr(), %reason, "retrying on another endpoint; the upstream closed without answering");
                         self.state.metrics().count_retry(backend.name());
-                        request
+                        Box::new(request)
                     }
                     None => return Err(upstream_failed(backend, first.addr(), reason)),
                 }
@@ -55,7 +55,7 @@ impl Proxy {
             }) => {
                 tracing::debug!(backend = backend.name(), endpoint = first.addr(), %reason, "retrying on another endpoint; the request was not sent");
                 self.state.metrics().count_retry(backend.name());
-                *request
+                request
             }
         };
         let second = backend
@@ -88,7 +88,7 @@ impl Proxy {
         &self,
         backend: &Arc<Backend>,
         endpoint: &Arc<Endpoint>,
-        request: Request<RequestBody>,
+        request: Box<Request<RequestBody>>,
         limit: Option<Duration>,
     ) -> Result<Result<(Response<Incoming>, Lease), SendError>, ProxyError> {
         // The send future is built in each arm, not bound once before the
