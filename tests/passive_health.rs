@@ -9,7 +9,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::{Client, TestBackend, TestProxy, dead_address, eventually};
+use support::{Client, TestBackend, TestProxy, dead_address, eventually, refusing_port};
 use switchyard_proxy::settings::Settings;
 
 fn app_table(endpoints: &[SocketAddr]) -> String {
@@ -82,7 +82,7 @@ async fn an_endpoint_that_refuses_connections_is_passed_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_passed_over_endpoint_is_tried_again_when_its_time_is_up() {
     let alive = TestBackend::start("alive").await;
-    let dead = dead_address().await;
+    let (dead, refusing) = refusing_port();
     let proxy = start(&[dead, alive.addr], Duration::from_millis(20)).await;
     eventually("a connect to the dead endpoint failed", || async {
         assert_eq!(
@@ -94,7 +94,7 @@ async fn a_passed_over_endpoint_is_tried_again_when_its_time_is_up() {
     .await;
     // The endpoint comes back; once its time is up, requests reach it, and
     // the connection that opens clears its failures.
-    let revived = TestBackend::start_at("revived", dead).await;
+    let revived = TestBackend::start_on("revived", refusing.listen(1024).unwrap()).await;
     eventually("the revived endpoint gets requests", || async {
         assert_eq!(
             Client::http1(proxy.addr).await.get("/", &[]).await.status,
@@ -111,7 +111,8 @@ async fn a_passed_over_endpoint_is_tried_again_when_its_time_is_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_all_passed_over_are_tried_anyway() {
-    let (first, second) = (dead_address().await, dead_address().await);
+    let first = dead_address().await;
+    let (second, refusing) = refusing_port();
     let proxy = start(&[first, second], Duration::from_secs(600)).await;
     let mut client = Client::http1(proxy.addr).await;
     // Both refuse: a 502 that says so, not a 503 for "nothing to try".
@@ -125,7 +126,7 @@ async fn endpoints_all_passed_over_are_tried_anyway() {
     assert_eq!(endpoint(&proxy, second).await["ejected"], true);
     // One comes back: the next request reaches it at once (tried first, or
     // after the other's failed connect), though both are passed over.
-    let revived = TestBackend::start_at("revived", second).await;
+    let revived = TestBackend::start_on("revived", refusing.listen(1024).unwrap()).await;
     let reply = client.get("/", &[]).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.text(), "revived");

@@ -53,12 +53,11 @@ pub struct TestBackend {
 
 impl TestBackend {
     pub async fn start(name: &'static str) -> Self {
-        Self::start_at(name, "127.0.0.1:0".parse().unwrap()).await
+        Self::start_on(name, TcpListener::bind("127.0.0.1:0").await.unwrap()).await
     }
 
-    /// A backend on `addr` (a port once used, to bring an endpoint back).
-    pub async fn start_at(name: &'static str, addr: SocketAddr) -> Self {
-        let listener = TcpListener::bind(addr).await.unwrap();
+    /// A backend on `listener` (a refusing port brought back, say).
+    pub async fn start_on(name: &'static str, listener: TcpListener) -> Self {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let accepted = Arc::new(AtomicUsize::new(0));

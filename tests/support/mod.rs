@@ -105,6 +105,15 @@ pub async fn dead_address() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
+/// A port that refuses connections until it is brought back: a socket
+/// bound but not listening, so that no other socket can take the port
+/// meanwhile. `refusing.listen(1024)` gives the listener.
+pub fn refusing_port() -> (SocketAddr, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    (socket.local_addr().unwrap(), socket)
+}
+
 /// Polls `check` until it returns true, failing after [`DEADLINE`].
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
