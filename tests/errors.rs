@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::Method;
 use http_body_util::{BodyExt, Full};
-use support::{Client, Reply, TestBackend, TestProxy, dead_address};
+use support::{Client, Reply, TestBackend, TestProxy, app_table, dead_address};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -95,14 +95,6 @@ async fn refusing_h2_server() -> (SocketAddr, Arc<AtomicUsize>) {
         }
     });
     (addr, refused)
-}
-
-/// A table whose one route sends everything to backend `app`, given as
-/// the inside of its YAML map (`endpoints: [...]` and so on).
-fn app_table(backend: &str) -> String {
-    format!(
-        "backends:\n  app: {{ {backend} }}\nroutes:\n  - {{ name: app, rules: [{{ backend: app }}] }}\n"
-    )
 }
 
 fn assert_error(reply: &Reply, status: u16, code: &str, body_starts: &str) {

@@ -255,11 +255,7 @@ async fn a_client_that_stops_reading_is_disconnected() {
     // Read nothing, while others are served, until the proxy drops us.
     support::served_normally(proxy.addr).await;
     eventually("the stalled connection is closed", || async {
-        let metrics = Client::http1(proxy.admin)
-            .await
-            .get("/metrics", &[])
-            .await
-            .text();
+        let metrics = proxy.metrics().await;
         metrics.contains(
             "switchyard_downstream_connections_open{listener=\"proxy\",protocol=\"http1\"} 0",
         )

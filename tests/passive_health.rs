@@ -9,16 +9,8 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::{Client, TestBackend, TestProxy, dead_address, eventually, refusing_port};
+use support::{Client, TestBackend, TestProxy, app_table, dead_address, eventually, refusing_port};
 use switchyard_proxy::settings::Settings;
-
-fn app_table(endpoints: &[SocketAddr]) -> String {
-    let list: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
-    format!(
-        "backends:\n  app: {{ endpoints: [{}] }}\nroutes:\n  - {{ name: app, rules: [{{ backend: app }}] }}\n",
-        list.join(", ")
-    )
-}
 
 async fn start(endpoints: &[SocketAddr], ejection: Duration) -> TestProxy {
     let settings = Settings {
@@ -26,28 +18,20 @@ async fn start(endpoints: &[SocketAddr], ejection: Duration) -> TestProxy {
         endpoint_ejection: ejection,
         ..Settings::default()
     };
-    TestProxy::start_with(&app_table(endpoints), settings).await
+    let list: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    let table = app_table(&format!("endpoints: [{}]", list.join(", ")));
+    TestProxy::start_with(&table, settings).await
 }
 
 /// The `/backends` entry of the endpoint at `addr`.
 async fn endpoint(proxy: &TestProxy, addr: SocketAddr) -> serde_json::Value {
-    let reply = Client::http1(proxy.admin).await.get("/backends", &[]).await;
-    let backends: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
-    backends["backends"][0]["endpoints"]
+    proxy.backends().await["backends"][0]["endpoints"]
         .as_array()
         .unwrap()
         .iter()
         .find(|e| e["address"] == addr.to_string())
         .cloned()
         .unwrap()
-}
-
-async fn metrics(proxy: &TestProxy) -> String {
-    Client::http1(proxy.admin)
-        .await
-        .get("/metrics", &[])
-        .await
-        .text()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,7 +49,7 @@ async fn an_endpoint_that_refuses_connections_is_passed_over() {
     // Half the picks would go to the dead endpoint (each a failed connect
     // and a retry) were it not passed over after its first failure. Missing
     // it in all 40 picks has odds of 2^-40.
-    let text = metrics(&proxy).await;
+    let text = proxy.metrics().await;
     assert!(
         text.contains("switchyard_upstream_retries_total{backend=\"app\"} 1\n"),
         "{text}"

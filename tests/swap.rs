@@ -143,13 +143,8 @@ async fn a_hundred_swaps_under_load_lose_and_misroute_nothing() {
     Arc::into_inner(proxy).unwrap().shutdown().await;
 }
 
-async fn backends_json(proxy: &TestProxy) -> serde_json::Value {
-    let reply = Client::http1(proxy.admin).await.get("/backends", &[]).await;
-    serde_json::from_slice(&reply.body).unwrap()
-}
-
 async fn backend_state(proxy: &TestProxy, name: &str) -> serde_json::Value {
-    backends_json(proxy).await["backends"]
+    proxy.backends().await["backends"]
         .as_array()
         .unwrap()
         .iter()

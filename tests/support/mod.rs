@@ -85,6 +85,21 @@ impl TestProxy {
             .unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// The admin API's `GET /backends`, parsed.
+    pub async fn backends(&self) -> serde_json::Value {
+        let reply = Client::http1(self.admin).await.get("/backends", &[]).await;
+        serde_json::from_slice(&reply.body).unwrap()
+    }
+
+    /// The admin API's `GET /metrics` text.
+    pub async fn metrics(&self) -> String {
+        Client::http1(self.admin)
+            .await
+            .get("/metrics", &[])
+            .await
+            .text()
+    }
+
     /// Stops the proxy and fails the test if its task panicked.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -128,6 +143,14 @@ where
         assert!(start.elapsed() < DEADLINE, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A table whose one route sends everything to backend `app`, given as
+/// the inside of its YAML map (`endpoints: [...]` and so on).
+pub fn app_table(backend: &str) -> String {
+    format!(
+        "backends:\n  app: {{ {backend} }}\nroutes:\n  - {{ name: app, rules: [{{ backend: app }}] }}\n"
+    )
 }
 
 /// A route sending everything to `blue` (for [`table`]).

@@ -1,5 +1,9 @@
 //! The JSON bodies of the admin calls (`POST /v1/groups/G/ACTION`):
 //! unknown fields are refused, `message` and `dry_run` are optional.
+//!
+//! `message` and `dry_run` are repeated in each body rather than shared
+//! through `#[serde(flatten)]`: serde does not support `flatten` together
+//! with `deny_unknown_fields`, and a misspelt field must stay an error.
 
 use std::collections::BTreeMap;
 
