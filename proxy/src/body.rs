@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use crate::access_log::{AccessLog, Pending};
 use crate::listen::BodyWatch;
 use crate::state::Snapshot;
-use crate::upstream::Lease;
+use crate::upstream::{Lease, Received};
 
 /// A downstream response body.
 #[derive(Debug)]
@@ -31,7 +31,7 @@ pub enum ProxyBody {
 /// connection goes back to its pool, in-flight counts go down.
 #[derive(Debug)]
 pub struct UpstreamBody {
-    inner: Incoming,
+    inner: Received,
     /// Released when the body ends (or is dropped).
     lease: Option<Lease>,
     /// Records the request's duration when the body ends (or is dropped).
@@ -96,7 +96,7 @@ impl ProxyBody {
     }
 
     /// A body streamed from upstream, holding `lease` until it ends.
-    pub(crate) fn upstream(inner: Incoming, lease: Lease) -> Self {
+    pub(crate) fn upstream(inner: Received, lease: Lease) -> Self {
         Self::Upstream(UpstreamBody {
             inner,
             lease: Some(lease),
@@ -123,18 +123,28 @@ impl ProxyBody {
     }
 }
 
+/// Why a streamed response body failed.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Self::Upstream(body) => {
-                let polled = Pin::new(&mut body.inner).poll_frame(cx);
+                let polled = match &mut body.inner {
+                    Received::Hyper(inner) => {
+                        Pin::new(inner).poll_frame(cx).map_err(BodyError::from)
+                    }
+                    Received::Inline(inner) => {
+                        Pin::new(inner).poll_frame(cx).map_err(BodyError::from)
+                    }
+                };
                 if let Poll::Ready(Some(Ok(frame))) = &polled
                     && let Some(data) = frame.data_ref()
                 {
@@ -173,7 +183,13 @@ impl Body for ProxyBody {
 impl UpstreamBody {
     fn finish(&mut self, reusable: bool) {
         if let Some(lease) = self.lease.take() {
-            lease.release(reusable);
+            match &mut self.inner {
+                Received::Inline(body) => match body.take_reusable() {
+                    Some(connection) if reusable => lease.release_inline(connection),
+                    _ => lease.release(false),
+                },
+                Received::Hyper(_) => lease.release(reusable),
+            }
         }
         if let Some(timer) = self.timer.take() {
             timer.finish(self.sent);

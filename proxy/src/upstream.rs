@@ -7,7 +7,7 @@
 //! be closed) comes back to the caller intact so it can be retried.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -23,6 +23,7 @@ use crate::backend::Backend;
 use crate::body::RequestBody;
 use crate::upstream_tls::{UpstreamIo, UpstreamTls};
 
+mod h1;
 mod health;
 
 use health::Health;
@@ -44,6 +45,10 @@ pub struct Endpoint {
     tls: Option<Arc<UpstreamTls>>,
     /// Idle connections, most recently used last, with when they went idle.
     idle: Mutex<Vec<(http1::SendRequest<RequestBody>, Instant)>>,
+    /// Idle connections of the in-task client (`h1`), likewise.
+    idle_inline: Mutex<Vec<(Box<h1::Conn>, Instant)>>,
+    /// The in-task client's connections, so a drain deadline can cut them.
+    inline_cuts: Mutex<Vec<Weak<h1::Cut>>>,
     shared_h2: tokio::sync::Mutex<Option<http2::SendRequest<RequestBody>>>,
     in_flight: AtomicUsize,
     /// Set when the endpoint left the table: nothing goes back to its pool.
@@ -101,6 +106,8 @@ impl Endpoint {
             protocol,
             tls,
             idle: Mutex::new(Vec::new()),
+            idle_inline: Mutex::new(Vec::new()),
+            inline_cuts: Mutex::new(Vec::new()),
             shared_h2: tokio::sync::Mutex::new(None),
             in_flight: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
@@ -121,9 +128,15 @@ impl Endpoint {
 
     /// Open connections (pooled or in use; HTTP/2 counts one).
     pub fn open_connections(&self) -> usize {
-        self.connections
+        let tasks = self
+            .connections
             .lock()
-            .map_or(0, |c| c.iter().filter(|t| !t.is_finished()).count())
+            .map_or(0, |c| c.iter().filter(|t| !t.is_finished()).count());
+        let inline = self
+            .inline_cuts
+            .lock()
+            .map_or(0, |c| c.iter().filter(|cut| cut.strong_count() > 0).count());
+        tasks + inline
     }
 
     /// Whether the endpoint pick passes this endpoint over for now, after
@@ -140,6 +153,7 @@ impl Endpoint {
     /// Idle pooled HTTP/1.1 connections.
     pub fn idle_connections(&self) -> usize {
         self.idle.lock().map_or(0, |idle| idle.len())
+            + self.idle_inline.lock().map_or(0, |idle| idle.len())
     }
 
     /// Stops pooling and closes idle connections; requests in flight finish.
@@ -151,6 +165,9 @@ impl Endpoint {
     /// Closes idle connections (in-flight ones are untouched).
     pub(crate) fn close_idle(&self) {
         if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+        if let Ok(mut idle) = self.idle_inline.lock() {
             idle.clear();
         }
         if let Ok(mut shared) = self.shared_h2.try_lock() {
@@ -165,6 +182,11 @@ impl Endpoint {
         if let Ok(mut connections) = self.connections.lock() {
             for connection in connections.drain(..) {
                 connection.abort();
+            }
+        }
+        if let Ok(mut cuts) = self.inline_cuts.lock() {
+            for cut in cuts.drain(..).filter_map(|cut| cut.upgrade()) {
+                cut.cut();
             }
         }
     }
@@ -183,41 +205,29 @@ impl Endpoint {
         backend: &Arc<Backend>,
         request: Box<Request<RequestBody>>,
         policy: ConnectPolicy,
-    ) -> Result<(Response<Incoming>, Lease), SendError> {
+    ) -> Result<(Response<Received>, Lease), SendError> {
         let mut lease = Lease::new(self.clone(), backend.clone());
         match self.protocol {
+            Protocol::Http1 if self.tls.is_none() && runs_in_task(&request) => {
+                self.send_inline(request, policy).await.map(|r| (r, lease))
+            }
             Protocol::Http1 => {
-                let mut connection = match self.take_idle().await {
-                    Some(connection) => connection,
+                let idle = self.take_idle().await;
+                let (mut connection, request) = match idle {
+                    Some(connection) => (connection, request),
                     // Boxed, as is the HTTP/2 connect: connecting is rare, and
                     // inline its future would be most of every request's
                     // (1.4 of 2.3 KB here), copied whenever that one moves.
-                    None => match Box::pin(self.connect_http1(policy)).await {
-                        Ok(connection) => connection,
-                        Err(reason) => {
-                            return Err(SendError::NotSent {
-                                request,
-                                reason,
-                                connect: true,
-                            });
-                        }
-                    },
+                    None => or_not_sent(Box::pin(self.connect_http1(policy)).await, request)?,
                 };
                 let result = connection.try_send_request(*request).await;
                 lease.connection = Some(connection);
-                result.map(|r| (r, lease)).map_err(SendError::from_try)
+                result
+                    .map(|r| (r.map(Received::Hyper), lease))
+                    .map_err(SendError::from_try)
             }
             Protocol::Http2 => {
-                let mut sender = match self.shared_http2(policy).await {
-                    Ok(sender) => sender,
-                    Err(reason) => {
-                        return Err(SendError::NotSent {
-                            request,
-                            reason,
-                            connect: true,
-                        });
-                    }
-                };
+                let (mut sender, request) = or_not_sent(self.shared_http2(policy).await, request)?;
                 if let Err(e) = sender.ready().await {
                     return Err(SendError::NotSent {
                         request,
@@ -226,9 +236,74 @@ impl Endpoint {
                     });
                 }
                 let result = sender.try_send_request(*request).await;
-                result.map(|r| (r, lease)).map_err(SendError::from_try)
+                result
+                    .map(|r| (r.map(Received::Hyper), lease))
+                    .map_err(SendError::from_try)
             }
         }
+    }
+
+    /// Sends a request without a body over a plaintext connection, in the
+    /// calling task (see the `h1` module).
+    async fn send_inline(
+        &self,
+        request: Box<Request<RequestBody>>,
+        policy: ConnectPolicy,
+    ) -> Result<Response<Received>, SendError> {
+        let (connection, request) = match self.take_idle_inline() {
+            Some(connection) => (connection, request),
+            // Boxed, as in `send`: connecting is rare.
+            None => or_not_sent(Box::pin(self.connect_inline(policy)).await, request)?,
+        };
+        match connection.exchange(&request).await {
+            Ok(response) => Ok(response.map(Received::Inline)),
+            Err(h1::ExchangeError::Unanswered(reason)) => Err(SendError::Failed {
+                reason,
+                unanswered: true,
+            }),
+            Err(h1::ExchangeError::Failed(reason)) => Err(SendError::Failed {
+                reason,
+                unanswered: false,
+            }),
+        }
+    }
+
+    fn take_idle_inline(&self) -> Option<Box<h1::Conn>> {
+        let mut idle = self.idle_inline.lock().ok()?;
+        while let Some((connection, idle_since)) = idle.pop() {
+            if idle_since.elapsed() > IDLE_TIMEOUT {
+                // The newest idle connection is too old, so all older ones are.
+                idle.clear();
+                return None;
+            }
+            if connection.idle_usable() {
+                return Some(connection);
+            }
+        }
+        None
+    }
+
+    fn give_back_inline(&self, connection: Box<h1::Conn>) {
+        if self.retired.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Ok(mut idle) = self.idle_inline.lock()
+            && idle.len() < MAX_IDLE_PER_ENDPOINT
+        {
+            idle.push((connection, Instant::now()));
+        }
+    }
+
+    async fn connect_inline(&self, policy: ConnectPolicy) -> Result<Box<h1::Conn>, String> {
+        let UpstreamIo::Plain(stream) = self.connect(policy).await? else {
+            return Err("a TLS connection cannot serve a plaintext exchange".to_owned());
+        };
+        let cut = Arc::new(h1::Cut::default());
+        if let Ok(mut cuts) = self.inline_cuts.lock() {
+            cuts.retain(|cut| cut.strong_count() > 0);
+            cuts.push(Arc::downgrade(&cut));
+        }
+        Ok(h1::Conn::new(stream, cut))
     }
 
     async fn take_idle(&self) -> Option<http1::SendRequest<RequestBody>> {
@@ -261,7 +336,7 @@ impl Endpoint {
         }
     }
 
-    async fn connect(&self, policy: ConnectPolicy) -> Result<TokioIo<UpstreamIo>, String> {
+    async fn connect(&self, policy: ConnectPolicy) -> Result<UpstreamIo, String> {
         let result = self.open(policy.timeout).await;
         match &result {
             Ok(_) => self.health.connected(),
@@ -275,7 +350,7 @@ impl Endpoint {
         result
     }
 
-    async fn open(&self, timeout: Duration) -> Result<TokioIo<UpstreamIo>, String> {
+    async fn open(&self, timeout: Duration) -> Result<UpstreamIo, String> {
         let connecting = async {
             let stream = TcpStream::connect(&self.addr)
                 .await
@@ -291,7 +366,7 @@ impl Endpoint {
         };
         // The connect timeout covers the TLS handshake too.
         match tokio::time::timeout(timeout, connecting).await {
-            Ok(Ok(io)) => Ok(TokioIo::new(io)),
+            Ok(Ok(io)) => Ok(io),
             Ok(Err(reason)) => Err(reason),
             Err(_) => Err(format!("connect timed out after {timeout:?}")),
         }
@@ -301,7 +376,7 @@ impl Endpoint {
         &self,
         policy: ConnectPolicy,
     ) -> Result<http1::SendRequest<RequestBody>, String> {
-        let io = self.connect(policy).await?;
+        let io = TokioIo::new(self.connect(policy).await?);
         let (sender, connection) = http1::Builder::new()
             .handshake(io)
             .await
@@ -336,7 +411,7 @@ impl Endpoint {
         shared: &mut Option<http2::SendRequest<RequestBody>>,
         policy: ConnectPolicy,
     ) -> Result<http2::SendRequest<RequestBody>, String> {
-        let io = self.connect(policy).await?;
+        let io = TokioIo::new(self.connect(policy).await?);
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(io)
@@ -383,6 +458,12 @@ impl Lease {
         }
     }
 
+    /// Ends the lease of an in-task exchange whose body handed back its
+    /// connection for reuse.
+    pub(crate) fn release_inline(self, connection: Box<h1::Conn>) {
+        self.endpoint.give_back_inline(connection);
+    }
+
     /// Keeps the connection out of the pool (it was upgraded to a tunnel).
     pub(crate) fn detach_connection(&mut self) {
         self.connection = None;
@@ -394,6 +475,56 @@ impl Drop for Lease {
         self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.backend.in_flight_add(-1);
     }
+}
+
+/// A response head from upstream, with its body to stream.
+#[derive(Debug)]
+pub(crate) enum Received {
+    /// From hyper's client.
+    Hyper(Incoming),
+    /// From the in-task HTTP/1.1 client.
+    Inline(h1::Body),
+}
+
+impl Received {
+    pub(crate) fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Hyper(body) => http_body::Body::is_end_stream(body),
+            Self::Inline(body) => http_body::Body::is_end_stream(body),
+        }
+    }
+
+    pub(crate) fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Self::Hyper(body) => http_body::Body::size_hint(body),
+            Self::Inline(body) => http_body::Body::size_hint(body),
+        }
+    }
+}
+
+/// The connection just opened, with the request to send on it; or, when
+/// it could not be opened, the error that gives the request back for
+/// another endpoint.
+fn or_not_sent<C>(
+    connected: Result<C, String>,
+    request: Box<Request<RequestBody>>,
+) -> Result<(C, Box<Request<RequestBody>>), SendError> {
+    match connected {
+        Ok(connection) => Ok((connection, request)),
+        Err(reason) => Err(SendError::NotSent {
+            request,
+            reason,
+            connect: true,
+        }),
+    }
+}
+
+/// Whether `request` takes the in-task HTTP/1.1 client: no body, and not a
+/// request that may switch the connection to another protocol.
+fn runs_in_task(request: &Request<RequestBody>) -> bool {
+    http_body::Body::is_end_stream(request.body())
+        && request.method() != http::Method::CONNECT
+        && !request.headers().contains_key(http::header::UPGRADE)
 }
 
 // === impl SendError ===

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
@@ -14,7 +13,7 @@ use super::replay::Replay;
 use crate::backend::Backend;
 use crate::body::RequestBody;
 use crate::error::ProxyError;
-use crate::upstream::{ConnectPolicy, Endpoint, Lease, SendError};
+use crate::upstream::{ConnectPolicy, Endpoint, Lease, Received, SendError};
 
 impl Proxy {
     /// Sends to one endpoint, and retries once on another endpoint (the same
@@ -27,7 +26,7 @@ impl Proxy {
         backend: &Arc<Backend>,
         request: Box<Request<RequestBody>>,
         attempt_timeout: Option<Duration>,
-    ) -> Result<(Response<Incoming>, Lease), ProxyError> {
+    ) -> Result<(Response<Received>, Lease), ProxyError> {
         let first = backend
             .pick_endpoint(rand::random(), None)
             .ok_or_else(|| ProxyError::NoEndpoints(backend.name().to_owned()))?;
@@ -90,7 +89,7 @@ impl Proxy {
         endpoint: &Arc<Endpoint>,
         request: Box<Request<RequestBody>>,
         limit: Option<Duration>,
-    ) -> Result<Result<(Response<Incoming>, Lease), SendError>, ProxyError> {
+    ) -> Result<Result<(Response<Received>, Lease), SendError>, ProxyError> {
         // The send future is built in each arm, not bound once before the
         // match: a future held in a local and then awaited takes room twice
         // in this future (once per arm, too), which every caller carries.

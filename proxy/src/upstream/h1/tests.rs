@@ -1,0 +1,194 @@
+use super::chunked::{Chunked, Decoded};
+use super::*;
+
+fn head(bytes: &[u8]) -> Response<()> {
+    let mut buf = BytesMut::from(bytes);
+    match parse_head(&mut buf) {
+        Ok(Some(head)) => head,
+        Ok(None) => panic!("incomplete head"),
+        Err(ExchangeError::Failed(reason) | ExchangeError::Unanswered(reason)) => {
+            panic!("{reason}")
+        }
+    }
+}
+
+/// Decodes `wire` fed one byte at a time (the worst split), returning the
+/// body and the trailers, or the first error.
+fn decode_bytewise(wire: &[u8]) -> Result<(Vec<u8>, Option<HeaderMap>), &'static str> {
+    let mut decoder = Chunked::default();
+    let mut buf = BytesMut::new();
+    let mut body = Vec::new();
+    for &byte in wire {
+        buf.extend_from_slice(&[byte]);
+        loop {
+            match decoder.decode(&mut buf)? {
+                Some(Decoded::Data(data)) => body.extend_from_slice(&data),
+                Some(Decoded::End(trailers)) => {
+                    assert!(buf.is_empty(), "bytes left after the body");
+                    return Ok((body, trailers));
+                }
+                None => break,
+            }
+        }
+    }
+    Err("the body did not end")
+}
+
+#[test]
+fn the_request_head_is_origin_form_with_the_headers_as_given() {
+    let request = Request::builder()
+        .method(Method::DELETE)
+        .uri("/a/b?c=1")
+        .header("host", "app.test")
+        .header("x-forwarded-for", "10.0.0.1")
+        .body(RequestBody::empty())
+        .unwrap();
+    let mut out = b"left over".to_vec();
+    encode_head(&mut out, &request);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "DELETE /a/b?c=1 HTTP/1.1\r\nhost: app.test\r\nx-forwarded-for: 10.0.0.1\r\n\r\n"
+    );
+}
+
+#[test]
+fn a_head_is_parsed_once_complete_and_its_bytes_consumed() {
+    let wire = b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nX-A: 1\r\nx-a: 2\r\n\r\nok";
+    let mut buf = BytesMut::from(&wire[..20]);
+    assert!(matches!(parse_head(&mut buf), Ok(None)));
+    let mut buf = BytesMut::from(&wire[..]);
+    let head = parse_head(&mut buf).ok().flatten().unwrap();
+    assert_eq!(head.status(), StatusCode::CREATED);
+    assert_eq!(head.version(), Version::HTTP_11);
+    assert_eq!(head.headers()["content-length"], "2");
+    let values: Vec<_> = head.headers().get_all("x-a").iter().collect();
+    assert_eq!(values, ["1", "2"]);
+    assert_eq!(&buf[..], b"ok", "the body stays in the buffer");
+}
+
+#[test]
+fn a_malformed_head_is_refused() {
+    for wire in [
+        &b"HTTP/1.1 2xx Odd\r\n\r\n"[..],
+        b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
+        b"SSH-2.0-OpenSSH\r\n\r\n",
+    ] {
+        let mut buf = BytesMut::from(wire);
+        assert!(
+            matches!(parse_head(&mut buf), Err(ExchangeError::Failed(_))),
+            "{:?}",
+            String::from_utf8_lossy(wire)
+        );
+    }
+}
+
+#[test]
+fn framing_follows_rfc_9112() {
+    let case = |wire: &[u8], head_request: bool| {
+        let (framing, keep_alive) = framing(&head(wire), head_request).unwrap();
+        (format!("{framing:?}"), keep_alive)
+    };
+    let chunked = || format!("{:?}", Framing::Chunked(Chunked::default()));
+    let length = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n";
+    assert_eq!(case(length, false), ("Length(5)".into(), true));
+    assert_eq!(case(length, true), ("Ended".into(), true), "HEAD");
+    assert_eq!(
+        case(
+            b"HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n",
+            false
+        ),
+        ("Ended".into(), true)
+    );
+    assert_eq!(
+        case(b"HTTP/1.1 304 Not Modified\r\n\r\n", false),
+        ("Ended".into(), true)
+    );
+    assert_eq!(
+        case(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", false),
+        ("Ended".into(), true)
+    );
+    assert_eq!(
+        case(b"HTTP/1.1 200 OK\r\ncontent-length: 7, 7\r\n\r\n", false),
+        ("Length(7)".into(), true)
+    );
+    assert_eq!(
+        case(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+            false
+        ),
+        (chunked(), true)
+    );
+    assert_eq!(
+        case(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n",
+            false
+        ),
+        (chunked(), false),
+        "both: chunked wins, then the connection closes"
+    );
+    assert_eq!(
+        case(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n", false),
+        ("UntilClose".into(), false)
+    );
+    assert_eq!(
+        case(b"HTTP/1.1 200 OK\r\n\r\n", false),
+        ("UntilClose".into(), false)
+    );
+    assert_eq!(
+        case(
+            b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n",
+            false
+        ),
+        ("Length(1)".into(), false)
+    );
+    assert_eq!(
+        case(b"HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n", false),
+        ("Length(1)".into(), false),
+        "HTTP/1.0 closes"
+    );
+    for bad in [
+        &b"HTTP/1.1 200 OK\r\ncontent-length: 1, 2\r\n\r\n"[..],
+        b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
+    ] {
+        assert!(
+            framing(&head(bad), false).is_err(),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+}
+
+#[test]
+fn chunks_decode_across_any_split_with_extensions_and_trailers() {
+    let (body, trailers) =
+        decode_bytewise(b"5\r\nhello\r\n1;ext=x\r\n \r\nA \r\n0123456789\r\n0\r\n\r\n").unwrap();
+    assert_eq!(body, b"hello 0123456789");
+    assert!(trailers.is_none());
+
+    let (body, trailers) =
+        decode_bytewise(b"3\r\nabc\r\n0\r\ngrpc-status: 0\r\nx-sum: 12\r\n\r\n").unwrap();
+    assert_eq!(body, b"abc");
+    let trailers = trailers.unwrap();
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["x-sum"], "12");
+}
+
+#[test]
+fn broken_chunks_are_errors() {
+    for wire in [
+        &b"zz\r\nhello\r\n0\r\n\r\n"[..],
+        b"5\r\nhelloXX0\r\n\r\n",
+        b"\r\n",
+        b"5\nhello\r\n0\r\n\r\n",
+        b"1000000000000000\r\n",
+    ] {
+        let outcome = decode_bytewise(wire);
+        assert!(
+            outcome.is_err() && outcome != Err("the body did not end"),
+            "{}: {outcome:?}",
+            String::from_utf8_lossy(wire)
+        );
+    }
+}
