@@ -88,6 +88,13 @@ pub(crate) enum SendError {
         reason: String,
         connect: bool,
     },
+    /// Sent by the in-task client, and the upstream closed or reset the
+    /// connection before any answer. The request comes back untouched (it
+    /// has no body): an idempotent one may be sent again.
+    Unanswered {
+        request: Box<Request<RequestBody>>,
+        reason: String,
+    },
     /// The request was (at least partly) sent.
     Failed {
         reason: String,
@@ -208,7 +215,7 @@ impl Endpoint {
     ) -> Result<(Response<Received>, Lease), SendError> {
         let mut lease = Lease::new(self.clone(), backend.clone());
         match self.protocol {
-            Protocol::Http1 if self.tls.is_none() && runs_in_task(&request) => {
+            Protocol::Http1 if self.sends_in_task(&request) => {
                 self.send_inline(request, policy).await.map(|r| (r, lease))
             }
             Protocol::Http1 => {
@@ -243,6 +250,13 @@ impl Endpoint {
         }
     }
 
+    /// Whether `request` goes out through the in-task HTTP/1.1 client (see
+    /// the `h1` module): no body, not an upgrade, a plaintext HTTP/1.1
+    /// endpoint.
+    pub(crate) fn sends_in_task(&self, request: &Request<RequestBody>) -> bool {
+        self.protocol == Protocol::Http1 && self.tls.is_none() && runs_in_task(request)
+    }
+
     /// Sends a request without a body over a plaintext connection, in the
     /// calling task (see the `h1` module).
     async fn send_inline(
@@ -257,10 +271,9 @@ impl Endpoint {
         };
         match connection.exchange(&request).await {
             Ok(response) => Ok(response.map(Received::Inline)),
-            Err(h1::ExchangeError::Unanswered(reason)) => Err(SendError::Failed {
-                reason,
-                unanswered: true,
-            }),
+            Err(h1::ExchangeError::Unanswered(reason)) => {
+                Err(SendError::Unanswered { request, reason })
+            }
             Err(h1::ExchangeError::Failed(reason)) => Err(SendError::Failed {
                 reason,
                 unanswered: false,

@@ -4,11 +4,13 @@
 //! automatically; a request with a body is never kept, since its body has
 //! streamed upstream and cannot be read again.
 //!
-//! Every such request is copied before its first attempt (the connection
-//! might close under it), and almost no copy is ever used, so the copy is
-//! made cheap rather than convenient: the header block is packed into one
-//! buffer (one allocation, plain byte copies) and parsed back only for a
-//! retry. Measured with callgrind (HTTP/1.1, five headers): a `HeaderMap`
+//! Every such request sent through hyper's client (to a TLS or HTTP/2
+//! backend; hyper consumes the request) is copied before its first attempt
+//! (the connection might close under it); the in-task HTTP/1.1 client
+//! gives an unanswered request back whole and needs no copy. Almost no
+//! copy is ever used, so the copy is made cheap rather than convenient:
+//! the header block is packed into one buffer (one allocation, plain byte
+//! copies) and parsed back only for a retry. Measured with callgrind (HTTP/1.1, five headers): a `HeaderMap`
 //! clone, which updates a reference count per value and allocates again for
 //! each value the proxy wrote itself, cost 1,315 instructions a request;
 //! the packed copy 982. CPU time, medians of three interleaved runs: +2.5 %

@@ -30,12 +30,26 @@ impl Proxy {
         let first = backend
             .pick_endpoint(rand::random(), None)
             .ok_or_else(|| ProxyError::NoEndpoints(backend.name().to_owned()))?;
-        let replay = Replay::of(&request);
+        // The in-task client gives an unanswered request back whole; hyper's
+        // client consumes it, so a copy is kept for a retry.
+        let replay = if first.sends_in_task(&request) {
+            None
+        } else {
+            Replay::of(&request)
+        };
         let request = match self
             .attempt(backend, &first, request, attempt_timeout)
             .await?
         {
             Ok(sent) => return Ok(sent),
+            Err(SendError::Unanswered { request, reason }) => {
+                if !request.method().is_idempotent() {
+                    return Err(upstream_failed(backend, first.addr(), reason));
+                }
+                tracing::debug!(backend = backend.name(), endpoint = first.addr(), %reason, "retrying on another endpoint; the upstream closed without answering");
+                self.state.metrics().count_retry(backend.name());
+                request
+            }
             Err(SendError::Failed { reason, unanswered }) => {
                 match replay
                     .filter(|_| unanswered)
@@ -65,7 +79,7 @@ impl Proxy {
             .await?
         {
             Ok(sent) => Ok(sent),
-            Err(SendError::Failed { reason, .. }) => {
+            Err(SendError::Failed { reason, .. } | SendError::Unanswered { reason, .. }) => {
                 Err(upstream_failed(backend, second.addr(), reason))
             }
             Err(SendError::NotSent {
