@@ -17,13 +17,20 @@ use support::pki::Pki;
 use switchyard_proxy::{Applier, State};
 use tokio::net::TcpListener;
 
-/// A TLS backend answering `tls-backend` (and whether the client showed a
-/// certificate); with `client_roots` it requires a client certificate.
+/// A TLS backend answering `tls-backend`, with counts of the handshakes
+/// it completed and of those where the client showed a certificate; with
+/// `client_roots` it requires a client certificate.
+struct TlsBackend {
+    addr: SocketAddr,
+    handshakes: Arc<AtomicUsize>,
+    client_certs: Arc<AtomicUsize>,
+}
+
 async fn tls_backend(
     pki: &Pki,
     names: &[&str],
     client_roots: Option<rustls::RootCertStore>,
-) -> (SocketAddr, Arc<AtomicUsize>) {
+) -> TlsBackend {
     let (files, _) = pki.issue("backend", names, 50);
     let chain: Vec<CertificateDer<'static>> =
         rustls_pki_types::pem::PemObject::pem_file_iter(&files.cert)
@@ -49,17 +56,19 @@ async fn tls_backend(
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let client_certs = Arc::new(AtomicUsize::new(0));
-    let counted = client_certs.clone();
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    let (counted, shaken) = (client_certs.clone(), handshakes.clone());
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let (acceptor, counted) = (acceptor.clone(), counted.clone());
+            let (acceptor, counted, shaken) = (acceptor.clone(), counted.clone(), shaken.clone());
             tokio::spawn(async move {
                 let Ok(stream) = acceptor.accept(stream).await else {
                     return;
                 };
+                shaken.fetch_add(1, Ordering::Relaxed);
                 if stream.get_ref().1.peer_certificates().is_some() {
                     counted.fetch_add(1, Ordering::Relaxed);
                 }
@@ -74,7 +83,11 @@ async fn tls_backend(
             });
         }
     });
-    (addr, client_certs)
+    TlsBackend {
+        addr,
+        handshakes,
+        client_certs,
+    }
 }
 
 fn tls_table(backend: SocketAddr, tls: &str, protocol: &str) -> String {
@@ -87,18 +100,29 @@ fn tls_table(backend: SocketAddr, tls: &str, protocol: &str) -> String {
 async fn upstream_tls_verifies_the_backend_and_never_falls_back_to_plaintext() {
     let pki = Pki::new();
     let ca = pki.ca_file();
-    let (backend, _) = tls_backend(&pki, &["backend.test"], None).await;
+    let tls = tls_backend(&pki, &["backend.test"], None).await;
+    let backend = tls.addr;
     let good = format!(
         "{{ ca_file: \"{}\", server_name: backend.test }}",
         ca.display()
     );
     for protocol in ["http1", "http2"] {
         let proxy = support::TestProxy::start(&tls_table(backend, &good, protocol)).await;
+        let before = tls.handshakes.load(Ordering::Relaxed);
         let mut client = support::Client::http1(proxy.addr).await;
-        let reply = client.get("/", &[]).await;
+        for _ in 0..10 {
+            let reply = client.get("/", &[]).await;
+            assert_eq!(
+                (reply.status.as_u16(), reply.text()),
+                (200, "tls-backend".to_owned()),
+                "{protocol}"
+            );
+        }
+        // One after another, the requests share one TLS connection (the
+        // server's TLS 1.3 session tickets do not make it look closed).
         assert_eq!(
-            (reply.status.as_u16(), reply.text()),
-            (200, "tls-backend".to_owned()),
+            tls.handshakes.load(Ordering::Relaxed) - before,
+            1,
             "{protocol}"
         );
         proxy.shutdown().await;
@@ -152,7 +176,8 @@ async fn upstream_tls_verifies_the_backend_and_never_falls_back_to_plaintext() {
 async fn upstream_mutual_tls_presents_the_client_certificate() {
     let pki = Pki::new();
     let ca = pki.ca_file();
-    let (backend, client_certs) = tls_backend(&pki, &["backend.test"], Some(pki.roots())).await;
+    let tls = tls_backend(&pki, &["backend.test"], Some(pki.roots())).await;
+    let (backend, client_certs) = (tls.addr, tls.client_certs);
     let (client, _) = pki.issue("client", &["proxy.test"], 60);
     let with_cert = format!(
         "{{ ca_file: \"{}\", server_name: backend.test, client_cert: \"{}\", client_key: \"{}\" }}",

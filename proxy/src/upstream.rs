@@ -251,14 +251,13 @@ impl Endpoint {
     }
 
     /// Whether `request` goes out through the in-task HTTP/1.1 client (see
-    /// the `h1` module): no body, not an upgrade, a plaintext HTTP/1.1
-    /// endpoint.
+    /// the `h1` module): no body, not an upgrade, an HTTP/1.1 endpoint.
     pub(crate) fn sends_in_task(&self, request: &Request<RequestBody>) -> bool {
-        self.protocol == Protocol::Http1 && self.tls.is_none() && runs_in_task(request)
+        self.protocol == Protocol::Http1 && runs_in_task(request)
     }
 
-    /// Sends a request without a body over a plaintext connection, in the
-    /// calling task (see the `h1` module).
+    /// Sends a request without a body over HTTP/1.1, in the calling task
+    /// (see the `h1` module).
     async fn send_inline(
         &self,
         request: Box<Request<RequestBody>>,
@@ -308,15 +307,13 @@ impl Endpoint {
     }
 
     async fn connect_inline(&self, policy: ConnectPolicy) -> Result<Box<h1::Conn>, String> {
-        let UpstreamIo::Plain(stream) = self.connect(policy).await? else {
-            return Err("a TLS connection cannot serve a plaintext exchange".to_owned());
-        };
+        let io = self.connect(policy).await?;
         let cut = Arc::new(h1::Cut::default());
         if let Ok(mut cuts) = self.inline_cuts.lock() {
             cuts.retain(|cut| cut.strong_count() > 0);
             cuts.push(Arc::downgrade(&cut));
         }
-        Ok(h1::Conn::new(stream, cut))
+        Ok(h1::Conn::new(io, cut))
     }
 
     async fn take_idle(&self) -> Option<http1::SendRequest<RequestBody>> {

@@ -4,8 +4,8 @@
 //! automatically; a request with a body is never kept, since its body has
 //! streamed upstream and cannot be read again.
 //!
-//! Every such request sent through hyper's client (to a TLS or HTTP/2
-//! backend; hyper consumes the request) is copied before its first attempt
+//! Every such request sent through hyper's client (to an HTTP/2 backend;
+//! hyper consumes the request) is copied before its first attempt
 //! (the connection might close under it); the in-task HTTP/1.1 client
 //! gives an unanswered request back whole and needs no copy. Almost no
 //! copy is ever used, so the copy is made cheap rather than convenient:

@@ -6,10 +6,11 @@
 //! channels' slots per request, on a request path where the client
 //! connection's task had 11.5 % of the proxy's CPU samples in user space.
 //! This module serves the common case itself: a request without a body to
-//! a plaintext backend. It writes the request head, reads the response head
-//! with httparse and the body as the downstream side polls for it; when the
-//! body ended cleanly the connection goes back to the endpoint's pool.
-//! Requests with a body, upgrades, TLS and HTTP/2 stay on hyper's client.
+//! an HTTP/1.1 backend, in cleartext or TLS. It writes the request head,
+//! reads the response head with httparse and the body as the downstream
+//! side polls for it; when the body ended cleanly the connection goes back
+//! to the endpoint's pool. Requests with a body, upgrades and HTTP/2 stay
+//! on hyper's client.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -24,9 +25,9 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::body::RequestBody;
+use crate::upstream_tls::UpstreamIo;
 
 mod chunked;
 
@@ -43,10 +44,10 @@ const READ_CHUNK: usize = 8 * 1024;
 /// a large body is read in fewer system calls (hyper's client adapts too).
 const MAX_READ_CHUNK: usize = 512 * 1024;
 
-/// A plaintext HTTP/1.1 connection to an endpoint, idle or in use.
+/// An HTTP/1.1 connection to an endpoint, idle or in use.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    io: TcpStream,
+    io: UpstreamIo,
     /// Bytes read and not yet consumed.
     buf: BytesMut,
     /// Room to make in `buf` before the next read.
@@ -118,7 +119,7 @@ impl Cut {
 // === impl Conn ===
 
 impl Conn {
-    pub(crate) fn new(io: TcpStream, cut: Arc<Cut>) -> Box<Self> {
+    pub(crate) fn new(io: UpstreamIo, cut: Arc<Cut>) -> Box<Self> {
         Box::new(Self {
             io,
             buf: BytesMut::new(),
@@ -131,10 +132,17 @@ impl Conn {
     /// Whether an idle connection can take a request: nothing arrived on it
     /// since its last response. A server closing it, or sending anything
     /// unasked, makes it readable; the readiness is tokio's, known from the
-    /// last poll of the reactor, so the check costs no system call.
+    /// last poll of the reactor, so the check costs no system call. Over
+    /// TLS it is the socket's: a close_notify or stray record counts too.
+    /// (A TLS 1.3 server's session tickets follow the handshake, and are
+    /// read with the first response.)
     pub(crate) fn idle_usable(&self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
-        self.buf.is_empty() && !self.cut.is_cut() && self.io.poll_read_ready(&mut cx).is_pending()
+        let socket = match &self.io {
+            UpstreamIo::Plain(socket) => socket,
+            UpstreamIo::Tls(tls) => tls.get_ref().0,
+        };
+        self.buf.is_empty() && !self.cut.is_cut() && socket.poll_read_ready(&mut cx).is_pending()
     }
 
     /// Sends `request` (which has no body) and reads the response head.
@@ -143,7 +151,12 @@ impl Conn {
         request: &Request<RequestBody>,
     ) -> Result<Response<Body>, ExchangeError> {
         encode_head(&mut self.head, request);
-        if let Err(e) = self.io.write_all(&self.head).await {
+        // The flush sends what TLS may still hold; on TCP it does nothing.
+        let written = match self.io.write_all(&self.head).await {
+            Ok(()) => self.io.flush().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
             return Err(ExchangeError::Unanswered(format!(
                 "writing the request failed: {e}"
             )));
