@@ -1,7 +1,10 @@
 //! Upstream connections: one pool per endpoint.
 //!
-//! HTTP/1.1 endpoints keep a stack of idle keep-alive connections; a
-//! connection returns to it only once its response body was read to the end.
+//! HTTP/1.1 endpoints keep stacks of idle keep-alive connections, one for
+//! the in-task client that sends requests without a body (`h1`,
+//! `in_task`) and one for hyper's client, which sends the rest; a
+//! connection returns to its stack only once its response body was read to
+//! the end.
 //! HTTP/2 endpoints share one multiplexed connection. A request that never
 //! left the proxy (connect failure, or a pooled connection that turned out to
 //! be closed) comes back to the caller intact so it can be retried.
@@ -11,7 +14,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use switchyard_config::spec::Protocol;
@@ -25,8 +27,10 @@ use crate::upstream_tls::{UpstreamIo, UpstreamTls};
 
 mod h1;
 mod health;
+mod in_task;
 
 use health::Health;
+pub(crate) use in_task::Received;
 
 /// Most idle HTTP/1.1 connections kept per endpoint.
 const MAX_IDLE_PER_ENDPOINT: usize = 512;
@@ -250,72 +254,6 @@ impl Endpoint {
         }
     }
 
-    /// Whether `request` goes out through the in-task HTTP/1.1 client (see
-    /// the `h1` module): no body, not an upgrade, an HTTP/1.1 endpoint.
-    pub(crate) fn sends_in_task(&self, request: &Request<RequestBody>) -> bool {
-        self.protocol == Protocol::Http1 && runs_in_task(request)
-    }
-
-    /// Sends a request without a body over HTTP/1.1, in the calling task
-    /// (see the `h1` module).
-    async fn send_inline(
-        &self,
-        request: Box<Request<RequestBody>>,
-        policy: ConnectPolicy,
-    ) -> Result<Response<Received>, SendError> {
-        let (connection, request) = match self.take_idle_inline() {
-            Some(connection) => (connection, request),
-            // Boxed, as in `send`: connecting is rare.
-            None => or_not_sent(Box::pin(self.connect_inline(policy)).await, request)?,
-        };
-        match connection.exchange(&request).await {
-            Ok(response) => Ok(response.map(Received::Inline)),
-            Err(h1::ExchangeError::Unanswered(reason)) => {
-                Err(SendError::Unanswered { request, reason })
-            }
-            Err(h1::ExchangeError::Failed(reason)) => Err(SendError::Failed {
-                reason,
-                unanswered: false,
-            }),
-        }
-    }
-
-    fn take_idle_inline(&self) -> Option<Box<h1::Conn>> {
-        let mut idle = self.idle_inline.lock().ok()?;
-        while let Some((connection, idle_since)) = idle.pop() {
-            if idle_since.elapsed() > IDLE_TIMEOUT {
-                // The newest idle connection is too old, so all older ones are.
-                idle.clear();
-                return None;
-            }
-            if connection.idle_usable() {
-                return Some(connection);
-            }
-        }
-        None
-    }
-
-    fn give_back_inline(&self, connection: Box<h1::Conn>) {
-        if self.retired.load(Ordering::Relaxed) {
-            return;
-        }
-        if let Ok(mut idle) = self.idle_inline.lock()
-            && idle.len() < MAX_IDLE_PER_ENDPOINT
-        {
-            idle.push((connection, Instant::now()));
-        }
-    }
-
-    async fn connect_inline(&self, policy: ConnectPolicy) -> Result<Box<h1::Conn>, String> {
-        let io = self.connect(policy).await?;
-        let cut = Arc::new(h1::Cut::default());
-        if let Ok(mut cuts) = self.inline_cuts.lock() {
-            cuts.retain(|cut| cut.strong_count() > 0);
-            cuts.push(Arc::downgrade(&cut));
-        }
-        Ok(h1::Conn::new(io, cut))
-    }
-
     async fn take_idle(&self) -> Option<http1::SendRequest<RequestBody>> {
         loop {
             let (mut candidate, idle_since) = self.idle.lock().ok()?.pop()?;
@@ -487,31 +425,6 @@ impl Drop for Lease {
     }
 }
 
-/// A response head from upstream, with its body to stream.
-#[derive(Debug)]
-pub(crate) enum Received {
-    /// From hyper's client.
-    Hyper(Incoming),
-    /// From the in-task HTTP/1.1 client.
-    Inline(h1::Body),
-}
-
-impl Received {
-    pub(crate) fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Hyper(body) => http_body::Body::is_end_stream(body),
-            Self::Inline(body) => http_body::Body::is_end_stream(body),
-        }
-    }
-
-    pub(crate) fn size_hint(&self) -> http_body::SizeHint {
-        match self {
-            Self::Hyper(body) => http_body::Body::size_hint(body),
-            Self::Inline(body) => http_body::Body::size_hint(body),
-        }
-    }
-}
-
 /// The connection just opened, with the request to send on it; or, when
 /// it could not be opened, the error that gives the request back for
 /// another endpoint.
@@ -527,14 +440,6 @@ fn or_not_sent<C>(
             connect: true,
         }),
     }
-}
-
-/// Whether `request` takes the in-task HTTP/1.1 client: no body, and not a
-/// request that may switch the connection to another protocol.
-fn runs_in_task(request: &Request<RequestBody>) -> bool {
-    http_body::Body::is_end_stream(request.body())
-        && request.method() != http::Method::CONNECT
-        && !request.headers().contains_key(http::header::UPGRADE)
 }
 
 // === impl SendError ===
@@ -580,6 +485,7 @@ fn closed_unanswered(error: &hyper::Error) -> bool {
     false
 }
 
+/// Whether an I/O error means the peer closed or reset the connection.
 fn is_disconnect(error: &std::io::Error) -> bool {
     matches!(
         error.kind(),

@@ -1,3 +1,5 @@
+use http::{HeaderMap, Version};
+
 use super::chunked::{Chunked, Decoded};
 use super::*;
 
