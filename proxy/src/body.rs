@@ -141,7 +141,7 @@ impl Body for ProxyBody {
                     Received::Hyper(inner) => {
                         Pin::new(inner).poll_frame(cx).map_err(BodyError::from)
                     }
-                    Received::Inline(inner) => {
+                    Received::InTask(inner) => {
                         Pin::new(inner).poll_frame(cx).map_err(BodyError::from)
                     }
                 };
@@ -184,8 +184,8 @@ impl UpstreamBody {
     fn finish(&mut self, reusable: bool) {
         if let Some(lease) = self.lease.take() {
             match &mut self.inner {
-                Received::Inline(body) => match body.take_reusable() {
-                    Some(connection) if reusable => lease.release_inline(connection),
+                Received::InTask(body) => match body.take_reusable() {
+                    Some(connection) if reusable => lease.release_in_task(connection),
                     _ => lease.release(false),
                 },
                 Received::Hyper(_) => lease.release(reusable),

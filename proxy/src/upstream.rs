@@ -50,9 +50,9 @@ pub struct Endpoint {
     /// Idle connections, most recently used last, with when they went idle.
     idle: Mutex<Vec<(http1::SendRequest<RequestBody>, Instant)>>,
     /// Idle connections of the in-task client (`h1`), likewise.
-    idle_inline: Mutex<Vec<(Box<h1::Conn>, Instant)>>,
+    idle_in_task: Mutex<Vec<(Box<h1::Conn>, Instant)>>,
     /// The in-task client's connections, so a drain deadline can cut them.
-    inline_cuts: Mutex<Vec<Weak<h1::Cut>>>,
+    in_task_cuts: Mutex<Vec<Weak<h1::Cut>>>,
     shared_h2: tokio::sync::Mutex<Option<http2::SendRequest<RequestBody>>>,
     in_flight: AtomicUsize,
     /// Set when the endpoint left the table: nothing goes back to its pool.
@@ -117,8 +117,8 @@ impl Endpoint {
             protocol,
             tls,
             idle: Mutex::new(Vec::new()),
-            idle_inline: Mutex::new(Vec::new()),
-            inline_cuts: Mutex::new(Vec::new()),
+            idle_in_task: Mutex::new(Vec::new()),
+            in_task_cuts: Mutex::new(Vec::new()),
             shared_h2: tokio::sync::Mutex::new(None),
             in_flight: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
@@ -143,11 +143,11 @@ impl Endpoint {
             .connections
             .lock()
             .map_or(0, |c| c.iter().filter(|t| !t.is_finished()).count());
-        let inline = self
-            .inline_cuts
+        let in_task = self
+            .in_task_cuts
             .lock()
             .map_or(0, |c| c.iter().filter(|cut| cut.strong_count() > 0).count());
-        tasks + inline
+        tasks + in_task
     }
 
     /// Whether the endpoint pick passes this endpoint over for now, after
@@ -164,7 +164,7 @@ impl Endpoint {
     /// Idle pooled HTTP/1.1 connections.
     pub fn idle_connections(&self) -> usize {
         self.idle.lock().map_or(0, |idle| idle.len())
-            + self.idle_inline.lock().map_or(0, |idle| idle.len())
+            + self.idle_in_task.lock().map_or(0, |idle| idle.len())
     }
 
     /// Stops pooling and closes idle connections; requests in flight finish.
@@ -178,7 +178,7 @@ impl Endpoint {
         if let Ok(mut idle) = self.idle.lock() {
             idle.clear();
         }
-        if let Ok(mut idle) = self.idle_inline.lock() {
+        if let Ok(mut idle) = self.idle_in_task.lock() {
             idle.clear();
         }
         if let Ok(mut shared) = self.shared_h2.try_lock() {
@@ -195,7 +195,7 @@ impl Endpoint {
                 connection.abort();
             }
         }
-        if let Ok(mut cuts) = self.inline_cuts.lock() {
+        if let Ok(mut cuts) = self.in_task_cuts.lock() {
             for cut in cuts.drain(..).filter_map(|cut| cut.upgrade()) {
                 cut.cut();
             }
@@ -220,7 +220,7 @@ impl Endpoint {
         let mut lease = Lease::new(self.clone(), backend.clone());
         match self.protocol {
             Protocol::Http1 if self.sends_in_task(&request) => {
-                self.send_inline(request, policy).await.map(|r| (r, lease))
+                self.send_in_task(request, policy).await.map(|r| (r, lease))
             }
             Protocol::Http1 => {
                 let idle = self.take_idle().await;
@@ -408,8 +408,8 @@ impl Lease {
 
     /// Ends the lease of an in-task exchange whose body handed back its
     /// connection for reuse.
-    pub(crate) fn release_inline(self, connection: Box<h1::Conn>) {
-        self.endpoint.give_back_inline(connection);
+    pub(crate) fn release_in_task(self, connection: Box<h1::Conn>) {
+        self.endpoint.give_back_in_task(connection);
     }
 
     /// Keeps the connection out of the pool (it was upgraded to a tunnel).

@@ -22,21 +22,21 @@ pub(crate) enum Received {
     /// From hyper's client.
     Hyper(Incoming),
     /// From the in-task HTTP/1.1 client.
-    Inline(h1::Body),
+    InTask(h1::Body),
 }
 
 impl Received {
     pub(crate) fn is_end_stream(&self) -> bool {
         match self {
             Self::Hyper(body) => http_body::Body::is_end_stream(body),
-            Self::Inline(body) => http_body::Body::is_end_stream(body),
+            Self::InTask(body) => http_body::Body::is_end_stream(body),
         }
     }
 
     pub(crate) fn size_hint(&self) -> http_body::SizeHint {
         match self {
             Self::Hyper(body) => http_body::Body::size_hint(body),
-            Self::Inline(body) => http_body::Body::size_hint(body),
+            Self::InTask(body) => http_body::Body::size_hint(body),
         }
     }
 }
@@ -52,18 +52,18 @@ impl Endpoint {
 
     /// Sends a request without a body over HTTP/1.1, in the calling task
     /// (see the `h1` module).
-    pub(super) async fn send_inline(
+    pub(super) async fn send_in_task(
         &self,
         request: Box<Request<RequestBody>>,
         policy: ConnectPolicy,
     ) -> Result<Response<Received>, SendError> {
-        let (connection, request) = match self.take_idle_inline() {
+        let (connection, request) = match self.take_idle_in_task() {
             Some(connection) => (connection, request),
             // Boxed, as in `send`: connecting is rare.
-            None => or_not_sent(Box::pin(self.connect_inline(policy)).await, request)?,
+            None => or_not_sent(Box::pin(self.connect_in_task(policy)).await, request)?,
         };
         match connection.exchange(&request).await {
-            Ok(response) => Ok(response.map(Received::Inline)),
+            Ok(response) => Ok(response.map(Received::InTask)),
             Err(h1::ExchangeError::Unanswered(reason)) => {
                 Err(SendError::Unanswered { request, reason })
             }
@@ -74,8 +74,8 @@ impl Endpoint {
         }
     }
 
-    fn take_idle_inline(&self) -> Option<Box<h1::Conn>> {
-        let mut idle = self.idle_inline.lock().ok()?;
+    fn take_idle_in_task(&self) -> Option<Box<h1::Conn>> {
+        let mut idle = self.idle_in_task.lock().ok()?;
         while let Some((connection, idle_since)) = idle.pop() {
             if idle_since.elapsed() > IDLE_TIMEOUT {
                 // The newest idle connection is too old, so all older ones are.
@@ -89,21 +89,21 @@ impl Endpoint {
         None
     }
 
-    pub(super) fn give_back_inline(&self, connection: Box<h1::Conn>) {
+    pub(super) fn give_back_in_task(&self, connection: Box<h1::Conn>) {
         if self.retired.load(Ordering::Relaxed) {
             return;
         }
-        if let Ok(mut idle) = self.idle_inline.lock()
+        if let Ok(mut idle) = self.idle_in_task.lock()
             && idle.len() < MAX_IDLE_PER_ENDPOINT
         {
             idle.push((connection, Instant::now()));
         }
     }
 
-    async fn connect_inline(&self, policy: ConnectPolicy) -> Result<Box<h1::Conn>, String> {
+    async fn connect_in_task(&self, policy: ConnectPolicy) -> Result<Box<h1::Conn>, String> {
         let io = self.connect(policy).await?;
         let cut = Arc::new(h1::Cut::default());
-        if let Ok(mut cuts) = self.inline_cuts.lock() {
+        if let Ok(mut cuts) = self.in_task_cuts.lock() {
             cuts.retain(|cut| cut.strong_count() > 0);
             cuts.push(Arc::downgrade(&cut));
         }
