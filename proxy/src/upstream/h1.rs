@@ -32,7 +32,7 @@ mod head;
 
 use super::is_disconnect;
 use chunked::Chunked;
-use head::{framing, parse_head, too_large};
+use head::{Head, parse_head, too_large};
 
 /// Most headers read in a response head (hyper's limit too).
 const MAX_HEADERS: usize = 100;
@@ -165,7 +165,7 @@ impl Conn {
         let head_request = request.method() == Method::HEAD;
         loop {
             let head = loop {
-                if let Some(head) = parse_head(&mut self.buf)? {
+                if let Some(head) = parse_head(&mut self.buf, head_request)? {
                     break head;
                 }
                 if self.buf.len() > MAX_HEAD_BYTES {
@@ -193,18 +193,21 @@ impl Conn {
             };
             // Interim responses (100 Continue, 103 Early Hints) are not
             // relayed; the final one follows on the same connection.
-            if head.status().is_informational() && head.status() != StatusCode::SWITCHING_PROTOCOLS
-            {
+            let Head {
+                response,
+                framing,
+                keep_alive,
+            } = head;
+            let status = response.status();
+            if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
                 continue;
             }
-            let (framing, keep_alive) =
-                framing(&head, head_request).map_err(ExchangeError::Failed)?;
             let body = Body {
                 conn: Some(self),
                 framing,
                 keep_alive,
             };
-            return Ok(head.map(|()| body));
+            return Ok(response.map(|()| body));
         }
     }
 

@@ -3,9 +3,9 @@ use http::{HeaderMap, Version};
 use super::chunked::{Chunked, Decoded};
 use super::*;
 
-fn head(bytes: &[u8]) -> Response<()> {
+fn head(bytes: &[u8], head_request: bool) -> Head {
     let mut buf = BytesMut::from(bytes);
-    match parse_head(&mut buf) {
+    match parse_head(&mut buf, head_request) {
         Ok(Some(head)) => head,
         Ok(None) => panic!("incomplete head"),
         Err(ExchangeError::Failed(reason) | ExchangeError::Unanswered(reason)) => {
@@ -57,9 +57,9 @@ fn the_request_head_is_origin_form_with_the_headers_as_given() {
 fn a_head_is_parsed_once_complete_and_its_bytes_consumed() {
     let wire = b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nX-A: 1\r\nx-a: 2\r\n\r\nok";
     let mut buf = BytesMut::from(&wire[..20]);
-    assert!(matches!(parse_head(&mut buf), Ok(None)));
+    assert!(matches!(parse_head(&mut buf, false), Ok(None)));
     let mut buf = BytesMut::from(&wire[..]);
-    let head = parse_head(&mut buf).ok().flatten().unwrap();
+    let head = parse_head(&mut buf, false).ok().flatten().unwrap().response;
     assert_eq!(head.status(), StatusCode::CREATED);
     assert_eq!(head.version(), Version::HTTP_11);
     assert_eq!(head.headers()["content-length"], "2");
@@ -77,7 +77,7 @@ fn a_malformed_head_is_refused() {
     ] {
         let mut buf = BytesMut::from(wire);
         assert!(
-            matches!(parse_head(&mut buf), Err(ExchangeError::Failed(_))),
+            matches!(parse_head(&mut buf, false), Err(ExchangeError::Failed(_))),
             "{:?}",
             String::from_utf8_lossy(wire)
         );
@@ -87,8 +87,8 @@ fn a_malformed_head_is_refused() {
 #[test]
 fn framing_follows_rfc_9112() {
     let case = |wire: &[u8], head_request: bool| {
-        let (framing, keep_alive) = framing(&head(wire), head_request).unwrap();
-        (format!("{framing:?}"), keep_alive)
+        let head = head(wire, head_request);
+        (format!("{:?}", head.framing), head.keep_alive)
     };
     let chunked = || format!("{:?}", Framing::Chunked(Chunked::default()));
     let length = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n";
@@ -154,12 +154,42 @@ fn framing_follows_rfc_9112() {
         b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
         b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
     ] {
+        let mut buf = BytesMut::from(bad);
         assert!(
-            framing(&head(bad), false).is_err(),
+            matches!(parse_head(&mut buf, false), Err(ExchangeError::Failed(_))),
             "{}",
             String::from_utf8_lossy(bad)
         );
     }
+}
+
+#[test]
+fn hop_by_hop_headers_are_left_out_of_the_relayed_head() {
+    let relayed = head(
+        b"HTTP/1.1 200 OK\r\nX-Secret: 1\r\nConnection: keep-alive, X-Secret\r\n\
+          Keep-Alive: timeout=5\r\nProxy-Connection: x\r\nTrailer: x-sum\r\n\
+          Upgrade: h2c\r\nTE: trailers\r\nX-Kept: 2\r\nContent-Length: 3\r\n\r\n",
+        false,
+    );
+    let names: Vec<_> = relayed
+        .response
+        .headers()
+        .keys()
+        .map(|n| n.as_str())
+        .collect();
+    assert_eq!(names, ["x-kept", "content-length"]);
+    assert_eq!(format!("{:?}", relayed.framing), "Length(3)");
+    assert!(relayed.keep_alive);
+
+    let suspect = head(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        false,
+    );
+    assert!(
+        suspect.response.headers().is_empty(),
+        "no Content-Length is passed on beside Transfer-Encoding: {:?}",
+        suspect.response.headers()
+    );
 }
 
 #[test]
