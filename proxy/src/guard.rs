@@ -13,6 +13,7 @@ use http::{Version, request};
 use switchyard_config::path::{self, PathError};
 
 use crate::error::ProxyError;
+use crate::headers::{has, values};
 use crate::settings::Settings;
 
 /// Checks `parts` and normalises its path in place.
@@ -49,7 +50,7 @@ pub(crate) fn check_declared_length(
 }
 
 fn check_host(parts: &request::Parts) -> Result<(), ProxyError> {
-    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let mut hosts = values(&parts.headers, &header::HOST);
     let host = hosts.next();
     if hosts.next().is_some() {
         return Err(ProxyError::BadRequest("more than one Host header"));
@@ -76,25 +77,20 @@ fn check_host(parts: &request::Parts) -> Result<(), ProxyError> {
 /// One framing, stated once: the proxy rebuilds framing headers upstream,
 /// so anything two parsers could read two ways is refused here.
 fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
-    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    let mut codings = values(headers, &header::TRANSFER_ENCODING);
     if let Some(coding) = codings.next() {
         if codings.next().is_some() || !coding.as_bytes().eq_ignore_ascii_case(b"chunked") {
             return Err(ProxyError::BadRequest(
                 "Transfer-Encoding other than a single `chunked`",
             ));
         }
-        if headers.contains_key(header::CONTENT_LENGTH) {
+        if has(headers, &header::CONTENT_LENGTH) {
             return Err(ProxyError::BadRequest(
                 "both Content-Length and Transfer-Encoding",
             ));
         }
     }
-    if headers
-        .get_all(header::CONTENT_LENGTH)
-        .iter()
-        .nth(1)
-        .is_some()
-    {
+    if values(headers, &header::CONTENT_LENGTH).nth(1).is_some() {
         return Err(ProxyError::BadRequest(
             "more than one Content-Length header",
         ));
@@ -103,8 +99,8 @@ fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)
+    values(headers, &header::CONTENT_LENGTH)
+        .next()
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
 }

@@ -403,7 +403,7 @@ impl Proxy {
         match backend.protocol() {
             Protocol::Http1 => {
                 // HTTP/2 clients send `:authority` instead of `Host`.
-                if !parts.headers.contains_key(header::HOST)
+                if !headers::has(&parts.headers, &header::HOST)
                     && let Some(authority) = parts.uri.authority()
                 {
                     let host = HeaderValue::from_str(authority.as_str())

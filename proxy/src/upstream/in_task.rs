@@ -116,5 +116,5 @@ impl Endpoint {
 fn runs_in_task(request: &Request<RequestBody>) -> bool {
     http_body::Body::is_end_stream(request.body())
         && request.method() != Method::CONNECT
-        && !request.headers().contains_key(UPGRADE)
+        && !crate::headers::has(request.headers(), &UPGRADE)
 }
