@@ -54,8 +54,8 @@ pub(crate) fn values<'a>(
         .map(|(_, value)| value)
 }
 
-/// Removes hop-by-hop headers and those the `Connection` header names.
-/// With `keep_upgrade`, `Upgrade` and `Connection: upgrade` stay (the tunnel
+/// Removes hop-by-hop headers, those the `Connection` header names, and a
+/// `Content-Length` beside `Transfer-Encoding`. With `keep_upgrade`, `Upgrade` and `Connection: upgrade` stay (the tunnel
 /// is negotiated end to end). `te: trailers` stays: gRPC needs it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // The common case: nothing to strip. One pass over the (few) names is
@@ -72,6 +72,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         })
     });
+    // A Content-Length beside Transfer-Encoding is wrong for the body the
+    // next hop gets (decoded here, framed again there): an intermediary
+    // removes it (RFC 9112 section 6.3). Requests with both never get
+    // this far (`guard`); responses through hyper's client could.
+    let transfer_coded = has(headers, &header::TRANSFER_ENCODING);
     // Only names present are removed: most of the fixed ones are absent,
     // and a removal costs a hash lookup present or not.
     let doomed: Vec<HeaderName> = {
@@ -94,6 +99,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             .keys()
             .filter(|name| {
                 HOP_BY_HOP.contains(name)
+                    || (transfer_coded && *name == header::CONTENT_LENGTH)
                     || listed
                         .iter()
                         .any(|token| name.as_str().eq_ignore_ascii_case(token))
