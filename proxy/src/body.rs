@@ -252,9 +252,10 @@ struct IdleTimer {
     waiting: bool,
 }
 
-/// Why the proxy cut a request body, shared with the handler.
+/// Why the proxy cut a request body, shared with the handler. A bodiless
+/// request (most of them) has nothing to cut, and no shared cell.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct BodyVerdict(Arc<std::sync::atomic::AtomicU8>);
+pub(crate) struct BodyVerdict(Option<Arc<std::sync::atomic::AtomicU8>>);
 
 const VERDICT_TOO_LARGE: u8 = 1;
 const VERDICT_IDLE: u8 = 2;
@@ -278,7 +279,7 @@ pub enum RequestBodyError {
 impl BodyVerdict {
     /// The error to answer with, if the proxy cut the body.
     pub(crate) fn error(&self) -> Option<crate::error::ProxyError> {
-        match self.0.load(Ordering::Acquire) {
+        match self.0.as_ref()?.load(Ordering::Acquire) {
             VERDICT_TOO_LARGE => Some(crate::error::ProxyError::BodyTooLarge),
             VERDICT_IDLE => Some(crate::error::ProxyError::BodyTimeout),
             _ => None,
@@ -304,7 +305,7 @@ impl RequestBody {
             sleep: Box::pin(tokio::time::sleep(idle_timeout)),
             waiting: false,
         });
-        let verdict = BodyVerdict::default();
+        let verdict = BodyVerdict((!inner.is_end_stream()).then(Arc::default));
         let body = Self {
             inner: Some(inner),
             received,
@@ -341,7 +342,9 @@ impl RequestBody {
         verdict: u8,
         error: RequestBodyError,
     ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
-        self.verdict.0.store(verdict, Ordering::Release);
+        if let Some(shared) = &self.verdict.0 {
+            shared.store(verdict, Ordering::Release);
+        }
         Poll::Ready(Some(Err(error)))
     }
 }

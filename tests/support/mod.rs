@@ -114,10 +114,15 @@ impl TestProxy {
     }
 }
 
-/// An address where nothing listens (bound, then closed).
+/// An address where nothing listens, for the rest of the test process: a
+/// socket bound and never listening, kept open (leaked) so that neither a
+/// listener of another test nor the ephemeral port of an outgoing
+/// connection can take the port. A port merely bound then closed could be
+/// handed out again by `bind(:0)` while the test still expects refusals.
 pub async fn dead_address() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
+    let (addr, socket) = refusing_port();
+    Box::leak(Box::new(socket));
+    addr
 }
 
 /// A port that refuses connections until it is brought back: a socket
