@@ -55,8 +55,9 @@ pub(crate) fn values<'a>(
 }
 
 /// Removes hop-by-hop headers, those the `Connection` header names, and a
-/// `Content-Length` beside `Transfer-Encoding`. With `keep_upgrade`, `Upgrade` and `Connection: upgrade` stay (the tunnel
-/// is negotiated end to end). `te: trailers` stays: gRPC needs it.
+/// `Content-Length` beside `Transfer-Encoding`. With `keep_upgrade`,
+/// `Upgrade` and `Connection: upgrade` stay (the tunnel is negotiated end
+/// to end). `te: trailers` stays: gRPC needs it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // The common case: nothing to strip. One pass over the (few) names is
     // cheaper than a hash lookup per hop-by-hop name.
