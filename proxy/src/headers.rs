@@ -14,21 +14,40 @@ pub const DECISION_HEADER: HeaderName = HeaderName::from_static("x-switchyard-de
 
 pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Hop-by-hop headers (RFC 9110 section 7.6.1) that are never forwarded.
-/// A static, not a const: each use of a const array of names builds a
-/// temporary and drops it name by name (about 40 instructions a use).
-static HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    KEEP_ALIVE,
-    PROXY_CONNECTION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
+/// Hop-by-hop headers (RFC 9110 section 7.6.1) that are never forwarded,
+/// by name: compared with raw names (the in-task client's parser, the
+/// tokens of `Connection`) without building a `HeaderName` for each.
+const HOP_BY_HOP_NAMES: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
 ];
+
+/// The same headers as `HeaderName`s, for maps. A static, not a const:
+/// each use of a const array of names builds a temporary and drops it name
+/// by name (about 40 instructions a use).
+static HOP_BY_HOP: [HeaderName; 7] = [
+    HeaderName::from_static(HOP_BY_HOP_NAMES[0]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[1]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[2]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[3]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[4]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[5]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[6]),
+];
+
+/// Whether `name` (raw bytes, any case) is one of the fixed hop-by-hop
+/// headers.
+pub(crate) fn is_hop_by_hop_name(name: &[u8]) -> bool {
+    HOP_BY_HOP_NAMES
+        .iter()
+        .any(|known| known.as_bytes().eq_ignore_ascii_case(name))
+}
 
 /// Whether the request asks for a protocol upgrade (WebSocket and others).
 pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
@@ -90,11 +109,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            .filter(|token| {
-                !HOP_BY_HOP
-                    .iter()
-                    .any(|name| name.as_str().eq_ignore_ascii_case(token))
-            })
+            .filter(|token| !is_hop_by_hop_name(token.as_bytes()))
             .collect();
         headers
             .keys()

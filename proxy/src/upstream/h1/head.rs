@@ -32,19 +32,20 @@ enum Role {
     ContentLength,
 }
 
-/// Classifies a header name without building a `HeaderName`: by length,
-/// then a case-insensitive comparison.
+/// Classifies a header name without building a `HeaderName`: the three
+/// with a framing role by a case-insensitive comparison, the rest of the
+/// hop-by-hop set by the list `headers.rs` strips by.
 fn role(name: &[u8]) -> Role {
-    let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
-    match name.len() {
-        2 if is("te") => Role::HopByHop,
-        7 if is("trailer") || is("upgrade") => Role::HopByHop,
-        10 if is("connection") => Role::Connection,
-        10 if is("keep-alive") => Role::HopByHop,
-        14 if is("content-length") => Role::ContentLength,
-        16 if is("proxy-connection") => Role::HopByHop,
-        17 if is("transfer-encoding") => Role::TransferEncoding,
-        _ => Role::Relayed,
+    if name.eq_ignore_ascii_case(b"connection") {
+        Role::Connection
+    } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        Role::TransferEncoding
+    } else if name.eq_ignore_ascii_case(b"content-length") {
+        Role::ContentLength
+    } else if crate::headers::is_hop_by_hop_name(name) {
+        Role::HopByHop
+    } else {
+        Role::Relayed
     }
 }
 
