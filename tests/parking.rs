@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use support::raw::{Raw, read_response};
-use support::{Client, DEADLINE, TO_BLUE, TestBackend, TestProxy, eventually};
+use support::{DEADLINE, TO_BLUE, TestBackend, TestProxy, eventually, sample};
 
 /// The proxy's `switchyard_downstream_connections_parked` for its proxy listener.
 async fn parked(admin: SocketAddr) -> u64 {
@@ -31,17 +31,6 @@ async fn parked(admin: SocketAddr) -> u64 {
 async fn open_http1(admin: SocketAddr) -> u64 {
     let series = "switchyard_downstream_connections_open{listener=\"proxy\",protocol=\"http1\"} ";
     sample(admin, series).await
-}
-
-/// The value of the metric line that starts with `series` (name, labels
-/// and the space before the value).
-async fn sample(admin: SocketAddr, series: &str) -> u64 {
-    let text = Client::http1(admin).await.get("/metrics", &[]).await.text();
-    text.lines()
-        .find_map(|line| line.strip_prefix(series))
-        .unwrap_or_else(|| panic!("no {series:?} in the metrics:\n{text}"))
-        .parse()
-        .unwrap()
 }
 
 async fn wait_parked(admin: SocketAddr, count: u64) {

@@ -8,13 +8,12 @@ use std::sync::Arc;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde::Serialize;
 use serde_json::json;
 use switchyard_config::load::MAX_TABLE_BYTES;
 use switchyard_config::spec::TableSpec;
 
-use crate::body::ProxyBody;
+use crate::body::{ClientBody, ProxyBody};
 use crate::settings::LogLevel;
 use crate::state::Applier;
 
@@ -48,7 +47,7 @@ impl Admin {
     }
 
     /// Handles one admin request.
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+    pub async fn handle(&self, request: Request<ClientBody>) -> Response<ProxyBody> {
         let path = request.uri().path().to_owned();
         let method = request.method().clone();
         match (path.as_str(), method) {
@@ -172,7 +171,7 @@ impl Admin {
         )
     }
 
-    async fn log_level(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+    async fn log_level(&self, request: Request<ClientBody>) -> Response<ProxyBody> {
         let Some(log_level) = &self.log_level else {
             return text(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -198,7 +197,7 @@ impl Admin {
         }
     }
 
-    async fn post_table(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+    async fn post_table(&self, request: Request<ClientBody>) -> Response<ProxyBody> {
         let Some(token) = &self.token else {
             return text(
                 StatusCode::FORBIDDEN,

@@ -18,6 +18,9 @@ use crate::listen::BodyWatch;
 use crate::state::Snapshot;
 use crate::upstream::{Lease, Received};
 
+mod client;
+pub use client::ClientBody;
+
 /// A downstream response body.
 #[derive(Debug)]
 pub enum ProxyBody {
@@ -293,12 +296,15 @@ impl RequestBody {
     /// Wraps a downstream body; `received` (if any) counts its data bytes,
     /// `watch` (if any) is told when the body was read to its end.
     pub(crate) fn new(
-        inner: Incoming,
+        inner: ClientBody,
         received: Option<Arc<AtomicU64>>,
         limit: Option<u64>,
         idle_timeout: std::time::Duration,
         watch: Option<BodyWatch>,
     ) -> (Self, BodyVerdict) {
+        let Some(inner) = inner.into_incoming() else {
+            return (Self::empty(), BodyVerdict::default());
+        };
         // Bodiless requests (most GETs) need no timer.
         let idle = (!idle_timeout.is_zero() && !inner.is_end_stream()).then(|| IdleTimer {
             timeout: idle_timeout,

@@ -116,6 +116,10 @@ pub(crate) struct RunArgs {
     /// Do not count or time requests in /metrics (to measure what that costs).
     #[arg(long)]
     no_request_metrics: bool,
+    /// Serve every HTTP/1.1 request with hyper, never with the proxy's own
+    /// loop for plain bodiless requests (to compare, or to rule it out).
+    #[arg(long)]
+    no_http1_fast_path: bool,
     /// Write a JSON access log line per request on stdout.
     #[arg(long)]
     access_log: bool,

@@ -5,6 +5,7 @@
 mod boxed;
 mod connection;
 mod dormant;
+mod fast_path;
 mod http1;
 mod parked;
 
@@ -24,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 
-use crate::body::ProxyBody;
+use crate::body::{ClientBody, ProxyBody};
 use crate::metrics::Downstream;
 use crate::settings::Settings;
 use crate::sidecar::{Intercepted, Outbound, Prefixed};
@@ -87,7 +88,7 @@ pub(crate) async fn serve<H, Fut>(
     metrics: Downstream,
     kind: ListenerKind,
 ) where
-    H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + Unpin + 'static,
+    H: Fn(Request<ClientBody>, SocketAddr) -> Fut + Clone + Send + Sync + Unpin + 'static,
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
     let shared = Arc::new(Shared::new(settings.clone(), shutdown.clone()));
@@ -232,7 +233,7 @@ struct Connection<H> {
 
 impl<H, Fut> Connection<H>
 where
-    H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + Unpin + 'static,
+    H: Fn(Request<ClientBody>, SocketAddr) -> Fut + Clone + Send + Sync + Unpin + 'static,
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
     /// Serves HTTP on `io`; requests carry what `context` says of it.
@@ -248,7 +249,8 @@ where
         } = self;
         let state = &open.state;
         let service_state = state.clone();
-        let service = service_fn(move |mut request: Request<Incoming>| {
+        // One way to answer a request, whether hyper read it or the fast path.
+        let respond = move |mut request: Request<ClientBody>| {
             let handler = handler.clone();
             let stream = service_state.stream_started(request.version());
             let http1 = request.version() != http::Version::HTTP_2;
@@ -269,9 +271,16 @@ where
                 if http1 && crate::headers::connection_has(response.headers(), "close") {
                     stream.closes_after_exchange();
                 }
-                Ok::<_, Infallible>(response.map(|body| stream.answered(body)))
+                response.map(|body| stream.answered(body))
             }
-        });
+        };
+        let service = {
+            let respond = respond.clone();
+            service_fn(move |request: Request<Incoming>| {
+                let answer = respond(request.map(ClientBody::Hyper));
+                async move { Ok::<_, Infallible>(answer.await) }
+            })
+        };
         let mut io = Prefixed::new(
             Bytes::new(),
             ClientIo::new(io, shared.settings.response_write_timeout, state.clone()),
@@ -287,6 +296,7 @@ where
             shared,
             io,
             service,
+            respond,
             peer,
             open,
         };
@@ -329,7 +339,7 @@ where
 
 /// What an HTTP/1.x request tells connection parking: whether the
 /// connection will close after it, and a watch on its body, if it has one.
-fn note_http1_request(request: &mut Request<Incoming>, state: &Arc<ConnectionState>) {
+fn note_http1_request(request: &mut Request<ClientBody>, state: &Arc<ConnectionState>) {
     if request.version() != http::Version::HTTP_11
         || crate::headers::connection_has(request.headers(), "close")
     {

@@ -11,12 +11,11 @@ use std::time::{Instant, SystemTime};
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version, request};
-use hyper::body::Incoming;
 use switchyard_config::spec::Protocol;
 
 use crate::access_log::{self, AccessLog, Pending, RequestText};
 use crate::backend::Backend;
-use crate::body::{InFlight, ProxyBody, RequestBody, Timer};
+use crate::body::{ClientBody, InFlight, ProxyBody, RequestBody, Timer};
 use crate::error::ProxyError;
 use crate::guard;
 use crate::headers::{self, BACKEND_HEADER, DECISION_HEADER, REQUEST_ID};
@@ -57,7 +56,11 @@ struct Served {
 }
 
 /// The access-log fields known when a request starts.
-fn pending_line(request: &Request<Incoming>, request_id: &HeaderValue, start: Instant) -> Pending {
+fn pending_line(
+    request: &Request<ClientBody>,
+    request_id: &HeaderValue,
+    start: Instant,
+) -> Pending {
     let headers = request.headers();
     let text = |name: HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     let uri = request.uri();
@@ -117,7 +120,7 @@ impl Proxy {
     /// Handles one request: every failure becomes a precise error response.
     pub async fn handle(
         &self,
-        mut request: Request<Incoming>,
+        mut request: Request<ClientBody>,
         client: SocketAddr,
     ) -> Response<ProxyBody> {
         let start = Instant::now();
@@ -234,7 +237,7 @@ impl Proxy {
 
     async fn forward(
         &self,
-        mut request: Request<Incoming>,
+        mut request: Request<ClientBody>,
         client: SocketAddr,
         snapshot: &Arc<Snapshot>,
         start: Instant,

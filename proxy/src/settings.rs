@@ -106,6 +106,9 @@ pub struct Settings {
     /// Count and time every request (`switchyard_http_requests_total` and
     /// the duration histogram); off only to measure what they cost.
     pub request_metrics: bool,
+    /// Serve plain bodiless HTTP/1.1 requests with the proxy's own loop
+    /// rather than hyper's server (which still takes every other request).
+    pub http1_fast_path: bool,
     /// Access log on stdout, with the share of requests logged (0..=1);
     /// `None` turns it off.
     pub access_log_sample_rate: Option<f64>,
@@ -175,6 +178,7 @@ impl Default for Settings {
             trust_request_id: true,
             admin_token: None,
             request_metrics: true,
+            http1_fast_path: true,
             access_log_sample_rate: None,
             drain_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(10),

@@ -150,6 +150,17 @@ where
     }
 }
 
+/// The value of the admin listener's metric line that starts with
+/// `series` (name, labels and the space before the value).
+pub async fn sample(admin: SocketAddr, series: &str) -> u64 {
+    let text = Client::http1(admin).await.get("/metrics", &[]).await.text();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series))
+        .unwrap_or_else(|| panic!("no {series:?} in the metrics:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
 /// A table whose one route sends everything to backend `app`, given as
 /// the inside of its YAML map (`endpoints: [...]` and so on).
 pub fn app_table(backend: &str) -> String {

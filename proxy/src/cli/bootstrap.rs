@@ -166,6 +166,7 @@ pub(super) fn resolve(args: RunArgs) -> anyhow::Result<Resolved> {
         split_random: defaults.split_random.clone(),
         access_log_sample_rate,
         request_metrics: !args.no_request_metrics,
+        http1_fast_path: !args.no_http1_fast_path,
         connect_timeout: duration(
             &args.connect_timeout,
             file.connect_timeout,

@@ -93,6 +93,11 @@ impl ConnectionState {
         }
     }
 
+    /// The HTTP/1.1 fast path handed the connection to hyper.
+    pub(crate) fn handed_over(&self) {
+        self.metrics.handed_over.inc();
+    }
+
     /// The connection is parked (`true`) or resumes (`false`).
     pub(crate) fn set_parked(&self, parked: bool) {
         if parked {

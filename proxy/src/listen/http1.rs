@@ -34,6 +34,7 @@ use tokio::time::Instant;
 use super::Shared;
 use super::connection::{ClientIo, ConnectionState, OpenConnection, TrackedBody};
 use super::dormant::Dormant;
+use super::fast_path::{self, Exit, Respond};
 use crate::settings::Settings;
 use crate::sidecar::Prefixed;
 
@@ -89,10 +90,12 @@ type Parts<T, S> = http1::Parts<TokioIo<ClientStream<T>>, S>;
 
 /// An HTTP/1.1 connection between two hyper connections: everything it
 /// keeps while parked.
-pub(crate) struct Http1Connection<T, S> {
+pub(crate) struct Http1Connection<T, S, R> {
     pub(crate) shared: Arc<Shared>,
     pub(crate) io: ClientStream<T>,
     pub(crate) service: S,
+    /// Serves the requests the fast path takes (see [`fast_path`]).
+    pub(crate) respond: R,
     pub(crate) peer: SocketAddr,
     pub(crate) open: OpenConnection,
 }
@@ -100,16 +103,32 @@ pub(crate) struct Http1Connection<T, S> {
 /// Serves HTTP/1.1 on the connection until it ends (`None`) or idles at a
 /// request boundary for [`PARK_AFTER`] (`Some`, parked: hand it to
 /// [`stay_parked`] in a task of its own, so that the serving task and all
-/// its state are freed).
-pub(crate) async fn serve<T, S>(
-    mut connection: Http1Connection<T, S>,
-) -> Option<Http1Connection<T, S>>
+/// its state are freed). The fast path serves first; hyper takes over at
+/// the first request it leaves, until the connection parks.
+pub(crate) async fn serve<T, S, R>(
+    mut connection: Http1Connection<T, S, R>,
+) -> Option<Http1Connection<T, S, R>>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: HttpService<Incoming, ResBody = TrackedBody> + Unpin,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    R: Respond,
 {
     loop {
+        if connection.shared.settings.http1_fast_path {
+            let exit = fast_path::serve(
+                &mut connection.io,
+                &connection.open.state,
+                &connection.shared,
+                &connection.respond,
+            )
+            .await;
+            match exit {
+                Exit::Closed => return None,
+                Exit::Idle => return Some(connection),
+                Exit::HandOver => {}
+            }
+        }
         // Boxed, as is the future driving it: they are freed at parking.
         let hyper_connection = Box::new(
             connection
@@ -147,11 +166,14 @@ where
     clippy::manual_async_fn,
     reason = "an async fn stores its arguments twice"
 )]
-pub(crate) fn stay_parked<T, S>(mut connection: Http1Connection<T, S>) -> impl Future<Output = ()>
+pub(crate) fn stay_parked<T, S, R>(
+    mut connection: Http1Connection<T, S, R>,
+) -> impl Future<Output = ()>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: HttpService<Incoming, ResBody = TrackedBody> + Unpin,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    R: Respond,
 {
     async move {
         loop {

@@ -1,5 +1,6 @@
 //! Client connection metrics, per listener: accepted and open by
-//! protocol, rejected at the connection limit, parked while idle.
+//! protocol, rejected at the connection limit, parked while idle, handed
+//! from the HTTP/1.1 fast path to hyper.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -41,6 +42,7 @@ pub(super) struct ConnectionFamilies {
     open: Family<ConnectionLabels, Gauge>,
     rejected: Family<ListenerLabels, Counter>,
     parked: Family<ListenerLabels, Gauge>,
+    handed_over: Family<ListenerLabels, Counter>,
 }
 
 impl ConnectionFamilies {
@@ -69,11 +71,18 @@ impl ConnectionFamilies {
             "Idle HTTP/1.1 client connections parked: open, holding no buffers until the client sends again (also counted in switchyard_downstream_connections_open)",
             parked.clone(),
         );
+        let handed_over = Family::default();
+        registry.register(
+            "switchyard_downstream_http1_handovers",
+            "Times an HTTP/1.1 connection left the proxy's own loop for plain bodiless requests and went to hyper's server, at a request that loop does not take (a body, an upgrade, Connection: close, HTTP/1.0, a head in pieces, a malformed head)",
+            handed_over.clone(),
+        );
         Self {
             accepted,
             open,
             rejected,
             parked,
+            handed_over,
         }
     }
 
@@ -88,6 +97,9 @@ impl ConnectionFamilies {
                 .get_or_create_owned(&ListenerLabels { listener }),
             parked: self
                 .parked
+                .get_or_create_owned(&ListenerLabels { listener }),
+            handed_over: self
+                .handed_over
                 .get_or_create_owned(&ListenerLabels { listener }),
         }
     }
@@ -104,6 +116,8 @@ pub struct Downstream {
     pub rejected: Counter,
     /// Idle HTTP/1.1 connections parked (holding no buffers).
     pub parked: Gauge,
+    /// HTTP/1.1 connections handed from the fast path to hyper.
+    pub handed_over: Counter,
 }
 
 impl Downstream {

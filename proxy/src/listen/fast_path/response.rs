@@ -1,0 +1,334 @@
+//! Writing a response as hyper's HTTP/1.1 server would: the framing from
+//! the body (a length when known, chunked otherwise), a `Date` when the
+//! response has none, `Connection: close` when the connection ends after.
+
+use std::cell::RefCell;
+use std::io::{self, Write as _};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, Bytes};
+use http::header::{self, HeaderMap};
+use http::{Response, StatusCode};
+use http_body::{Body, Frame};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::listen::connection::TrackedBody;
+
+/// Data frames at least this large are written from their own buffer
+/// rather than copied behind the head.
+const WRITE_DIRECT: usize = 16 * 1024;
+
+/// How the body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body may follow (HEAD, 1xx, 204, 304).
+    Bodiless,
+    Length(u64),
+    Chunked,
+}
+
+/// Writes `response`; `Ok(true)` when the connection may carry another
+/// request after it. A body that fails, or ends short of its length, cuts
+/// the connection (`Ok(false)`): the client sees an incomplete response,
+/// as it would from hyper.
+pub(super) async fn write_response<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    response: Response<TrackedBody>,
+    head_request: bool,
+    closing: bool,
+) -> io::Result<bool> {
+    let (parts, mut body) = response.into_parts();
+    let status = parts.status;
+    let framing = if head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::Bodiless
+    } else if body.is_end_stream() {
+        Framing::Length(0)
+    } else if let Some(length) = body.size_hint().exact() {
+        Framing::Length(length)
+    } else if let Some(length) = declared_length(&parts.headers) {
+        Framing::Length(length)
+    } else {
+        Framing::Chunked
+    };
+    let keep_alive = !closing && !crate::headers::connection_has(&parts.headers, "close");
+    let mut out = Vec::with_capacity(512);
+    let reason = parts
+        .extensions
+        .get::<hyper::ext::ReasonPhrase>()
+        .map(|reason| reason.as_bytes());
+    encode_head(
+        &mut out,
+        status,
+        reason,
+        &parts.headers,
+        framing,
+        keep_alive,
+    );
+    drop(parts);
+    if framing == Framing::Bodiless {
+        io.write_all(&out).await?;
+        io.flush().await?;
+        return Ok(keep_alive);
+    }
+    let mut left = match framing {
+        Framing::Length(length) => Some(length),
+        _ => None,
+    };
+    loop {
+        let frame = match next_frame_now(&mut body) {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                // Nothing more at hand: send what there is while waiting.
+                if !out.is_empty() {
+                    io.write_all(&out).await?;
+                    out.clear();
+                }
+                io.flush().await?;
+                std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+            }
+        };
+        let data = match frame {
+            None => break,
+            Some(Err(error)) => {
+                tracing::debug!(%error, "the response body failed part way");
+                io.write_all(&out).await?;
+                return Ok(false);
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                // Trailers: HTTP/1.1 responses from this path carry none
+                // (a request asking for them, with `TE`, goes to hyper).
+                Err(_) => continue,
+            },
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if let Some(left) = &mut left {
+            let Some(after) = left.checked_sub(data.len() as u64) else {
+                tracing::debug!("the response body ran past its length");
+                io.write_all(&out).await?;
+                return Ok(false);
+            };
+            *left = after;
+        } else {
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "{:x}\r\n", data.len());
+        }
+        append_data(io, &mut out, data).await?;
+        if left.is_none() {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    match left {
+        None => out.extend_from_slice(b"0\r\n\r\n"),
+        Some(0) => {}
+        Some(_) => {
+            tracing::debug!("the response body ended short of its length");
+            io.write_all(&out).await?;
+            return Ok(false);
+        }
+    }
+    io.write_all(&out).await?;
+    io.flush().await?;
+    Ok(keep_alive)
+}
+
+/// Polls the body once without waiting: a frame already at hand goes out
+/// in the same write as the head. A `Pending` here registered a waker that
+/// does nothing; the caller polls again with the task's own.
+fn next_frame_now(
+    body: &mut TrackedBody,
+) -> Poll<Option<Result<Frame<Bytes>, <TrackedBody as Body>::Error>>> {
+    let mut cx = Context::from_waker(Waker::noop());
+    Pin::new(body).poll_frame(&mut cx)
+}
+
+/// Copies small data behind what is waiting to be written; writes large
+/// data from its own buffer.
+async fn append_data<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    out: &mut Vec<u8>,
+    mut data: Bytes,
+) -> io::Result<()> {
+    if data.len() < WRITE_DIRECT {
+        out.extend_from_slice(&data);
+        return Ok(());
+    }
+    io.write_all(out).await?;
+    out.clear();
+    while data.has_remaining() {
+        let written = io.write(&data).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        data.advance(written);
+    }
+    Ok(())
+}
+
+/// The `Content-Length` the response declares, when it is one number.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    let mut values = crate::headers::values(headers, &header::CONTENT_LENGTH);
+    let length = values.next()?.to_str().ok()?.trim().parse().ok()?;
+    values.next().is_none().then_some(length)
+}
+
+/// Writes the status line and the headers: the map's, less its framing
+/// headers, which are written from `framing`.
+fn encode_head(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    reason: Option<&[u8]>,
+    headers: &HeaderMap,
+    framing: Framing,
+    keep_alive: bool,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    match reason {
+        Some(reason) => out.extend_from_slice(reason),
+        None => out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes()),
+    }
+    out.extend_from_slice(b"\r\n");
+    // A length is written from `framing`, except where a response without
+    // a body keeps the length of the body it stands for (HEAD, 304); 1xx
+    // and 204 have none to declare (RFC 9110 section 8.6).
+    let keep_length = framing == Framing::Bodiless
+        && !status.is_informational()
+        && status != StatusCode::NO_CONTENT;
+    let mut has_date = false;
+    for (name, value) in headers {
+        if *name == header::TRANSFER_ENCODING || (*name == header::CONTENT_LENGTH && !keep_length) {
+            continue;
+        }
+        has_date |= *name == header::DATE;
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        Framing::Bodiless => {}
+        Framing::Length(length) => {
+            out.extend_from_slice(b"content-length: ");
+            append_decimal(out, length);
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    if !has_date {
+        out.extend_from_slice(b"date: ");
+        append_date(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    if !keep_alive && !crate::headers::connection_has(headers, "close") {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `value` in decimal (`write!` costs a formatter per response).
+fn append_decimal(out: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
+}
+
+thread_local! {
+    /// The `Date` value of the current second, formatted once per second
+    /// per thread (hyper keeps the same cache).
+    static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+}
+
+/// Appends the current time as an IMF-fixdate (RFC 9110 section 5.6.7).
+fn append_date(out: &mut Vec<u8>) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    DATE.with_borrow_mut(|(second, text)| {
+        if *second != now.as_secs() {
+            *second = now.as_secs();
+            let formatted = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(*second));
+            if formatted.len() == text.len() {
+                text.copy_from_slice(formatted.as_bytes());
+            }
+        }
+        out.extend_from_slice(text);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(status: u16, headers: &[(&str, &str)], framing: Framing, keep_alive: bool) -> String {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        let mut out = Vec::new();
+        let status = StatusCode::from_u16(status).unwrap();
+        encode_head(&mut out, status, None, &map, framing, keep_alive);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_framing_header_comes_from_the_framing_not_the_map() {
+        let stale = [("content-length", "9"), ("transfer-encoding", "gzip")];
+        let chunked = head(200, &stale, Framing::Chunked, true);
+        assert!(chunked.starts_with("HTTP/1.1 200 OK\r\n"), "{chunked}");
+        assert!(chunked.contains("\r\ntransfer-encoding: chunked\r\n"));
+        assert!(!chunked.contains("content-length") && !chunked.contains("gzip"));
+        let length = head(200, &stale, Framing::Length(1_234_567), true);
+        assert!(
+            length.contains("\r\ncontent-length: 1234567\r\n"),
+            "{length}"
+        );
+        assert!(!length.contains("transfer-encoding") && !length.contains(": 9\r\n"));
+        assert!(length.ends_with("\r\n\r\n") && !length.contains("connection"));
+    }
+
+    #[test]
+    fn a_response_without_a_body_keeps_a_length_only_where_it_means_one() {
+        let declared = [("content-length", "6"), ("date", "then")];
+        for status in [200, 304] {
+            let kept = head(status, &declared, Framing::Bodiless, true);
+            assert!(kept.contains("\r\ncontent-length: 6\r\n"), "{kept}");
+            assert!(kept.contains("\r\ndate: then\r\n") && kept.matches("date").count() == 1);
+        }
+        let no_content = head(204, &declared, Framing::Bodiless, false);
+        assert!(!no_content.contains("content-length"), "{no_content}");
+        assert!(no_content.contains("\r\nconnection: close\r\n"));
+    }
+
+    #[test]
+    fn a_response_without_a_date_gets_one_in_imf_fixdate() {
+        let dated = head(404, &[], Framing::Length(0), true);
+        let date = dated
+            .lines()
+            .find_map(|line| line.strip_prefix("date: "))
+            .unwrap();
+        assert_eq!(date.len(), 29, "{date}");
+        assert!(date.ends_with(" GMT") && httpdate::parse_http_date(date).is_ok());
+        assert!(dated.contains("\r\ncontent-length: 0\r\n"));
+    }
+}
