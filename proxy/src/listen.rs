@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
@@ -276,9 +277,10 @@ where
         };
         let service = {
             let respond = respond.clone();
+            // `map` rather than an async block around the answer: that
+            // would hold a second copy of the request's future state.
             service_fn(move |request: Request<Incoming>| {
-                let answer = respond(request.map(ClientBody::Hyper));
-                async move { Ok::<_, Infallible>(answer.await) }
+                respond(request.map(ClientBody::Hyper)).map(Ok::<_, Infallible>)
             })
         };
         let mut io = Prefixed::new(
