@@ -337,3 +337,39 @@ async fn tls_1_1_is_refused_and_1_2_accepted() {
     // The client sent its hello and the proxy answered with an alert.
     assert!(text.contains("alert"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http1_connection_closes_with_a_close_notify_at_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new();
+    let (default, _) = pki.issue("default", &["a.test"], 1);
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
+    let (addr, _store, stop) = tls_proxy(&blue, &green, vec![default], false).await;
+    let h1 = client_config(pki.roots(), &[b"http/1.1"]);
+    let mut stream = handshake(addr, h1, dns("a.test")).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: a.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    while !answer.ends_with(b"\r\n\r\nblue") {
+        let mut chunk = [0u8; 1024];
+        let read = tokio::time::timeout(support::DEADLINE, stream.read(&mut chunk))
+            .await
+            .expect("an answer within the deadline")
+            .unwrap();
+        assert_ne!(read, 0, "{}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&chunk[..read]);
+    }
+    let _ = stop.send(());
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(support::DEADLINE, stream.read_to_end(&mut rest))
+        .await
+        .expect("the connection closes at shutdown");
+    // Without close_notify, rustls reports the end as an unexpected EOF.
+    assert!(closed.is_ok(), "a clean TLS close: {closed:?}");
+    assert!(rest.is_empty());
+}

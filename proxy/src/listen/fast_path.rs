@@ -40,6 +40,9 @@ use request::{Limits, Parsed, parse_request};
 /// needed.
 const READ_SIZE: usize = 4096;
 
+/// How long a closing connection may take to send its TLS close_notify.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
 /// Answers a request: the proxy's handler with the connection's
 /// bookkeeping, shared with the hyper service of the same connection.
 pub(crate) trait Respond {
@@ -110,7 +113,7 @@ where
                     Parsed::Partial => {}
                 }
             } else if closing {
-                return Exit::Closed;
+                return close(io).await;
             }
             let at_boundary = buf.is_empty();
             tokio::select! {
@@ -127,7 +130,7 @@ where
                 _ = check.tick(), if at_boundary => {
                     let idle = state.idle_for();
                     if silence.is_some_and(|limit| idle >= limit) {
-                        return Exit::Closed;
+                        return close(io).await;
                     }
                     if idle >= PARK_AFTER && state.parkable() {
                         return Exit::Idle;
@@ -156,12 +159,20 @@ where
         };
         match written {
             Ok(true) => {}
-            Ok(false) | Err(_) => {
-                let _ = io.shutdown().await;
-                return Exit::Closed;
-            }
+            Ok(false) => return close(io).await,
+            // The socket failed, or the client stopped reading: nothing
+            // more can be written to it, not even a close_notify.
+            Err(_) => return Exit::Closed,
         }
     }
+}
+
+/// Closes the connection as hyper does: a TLS connection sends its
+/// close_notify (TCP shuts down its write side) before the socket drops;
+/// a client that reads nothing for [`CLOSE_WAIT`] does not get it.
+async fn close<T: AsyncWrite + Unpin>(io: &mut ClientStream<T>) -> Exit {
+    let _ = tokio::time::timeout(CLOSE_WAIT, io.shutdown()).await;
+    Exit::Closed
 }
 
 /// Puts the unserved bytes back in front of the socket for hyper.
