@@ -14,8 +14,6 @@ use http::{Response, StatusCode};
 use http_body::{Body, Frame};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::listen::connection::TrackedBody;
-
 /// Data frames at least this large are written from their own buffer
 /// rather than copied behind the head.
 const WRITE_DIRECT: usize = 16 * 1024;
@@ -33,12 +31,17 @@ enum Framing {
 /// request after it. A body that fails, or ends short of its length, cuts
 /// the connection (`Ok(false)`): the client sees an incomplete response,
 /// as it would from hyper.
-pub(super) async fn write_response<W: AsyncWrite + Unpin>(
+pub(super) async fn write_response<W, B>(
     io: &mut W,
-    response: Response<TrackedBody>,
+    response: Response<B>,
     head_request: bool,
     closing: bool,
-) -> io::Result<bool> {
+) -> io::Result<bool>
+where
+    W: AsyncWrite + Unpin,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
     let (parts, mut body) = response.into_parts();
     let status = parts.status;
     let framing = if head_request
@@ -140,18 +143,21 @@ pub(super) async fn write_response<W: AsyncWrite + Unpin>(
     Ok(keep_alive)
 }
 
+/// One poll's worth of a body: a frame or its error.
+type Polled<B> = Result<Frame<<B as Body>::Data>, <B as Body>::Error>;
+
 /// Polls the body once without waiting: a frame already at hand goes out
 /// in the same write as the head. A `Pending` here registered a waker that
 /// does nothing; the caller polls again with the task's own.
-fn next_frame_now(
-    body: &mut TrackedBody,
-) -> Poll<Option<Result<Frame<Bytes>, <TrackedBody as Body>::Error>>> {
+fn next_frame_now<B: Body + Unpin>(body: &mut B) -> Poll<Option<Polled<B>>> {
     let mut cx = Context::from_waker(Waker::noop());
     Pin::new(body).poll_frame(&mut cx)
 }
 
-/// Copies small data behind what is waiting to be written; writes large
-/// data from its own buffer.
+/// Copies small data behind what is waiting to be written, which goes out
+/// once it reaches [`WRITE_DIRECT`] (a fast upstream sending small frames
+/// must not pile its whole body up here); writes large data from its own
+/// buffer.
 async fn append_data<W: AsyncWrite + Unpin>(
     io: &mut W,
     out: &mut Vec<u8>,
@@ -159,6 +165,10 @@ async fn append_data<W: AsyncWrite + Unpin>(
 ) -> io::Result<()> {
     if data.len() < WRITE_DIRECT {
         out.extend_from_slice(&data);
+        if out.len() >= WRITE_DIRECT {
+            io.write_all(out).await?;
+            out.clear();
+        }
         return Ok(());
     }
     io.write_all(out).await?;
@@ -318,6 +328,69 @@ mod tests {
         let no_content = head(204, &declared, Framing::Bodiless, false);
         assert!(!no_content.contains("content-length"), "{no_content}");
         assert!(no_content.contains("\r\nconnection: close\r\n"));
+    }
+
+    /// A socket that takes every write whole and remembers each one.
+    #[derive(Default)]
+    struct Recorder {
+        writes: Vec<usize>,
+        bytes: Vec<u8>,
+    }
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.writes.push(buf.len());
+            self.bytes.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn small_frames_always_at_hand_are_written_in_bounded_pieces() {
+        // 10,000 frames of 100 bytes, each ready at once: a fast upstream.
+        let frames = (0..10_000u32).map(|i| {
+            let byte = b'a' + (i % 26) as u8;
+            Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(vec![byte; 100])))
+        });
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+        let mut socket = Recorder::default();
+        let keep_alive = write_response(&mut socket, Response::new(body), false, false)
+            .await
+            .unwrap();
+        assert!(keep_alive);
+        let largest = socket.writes.iter().max().copied().unwrap();
+        assert!(largest < 2 * WRITE_DIRECT, "one write of {largest} bytes");
+        // And what was written is the body, chunked.
+        let text = String::from_utf8(socket.bytes).unwrap();
+        let (head, mut rest) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("\r\ntransfer-encoding: chunked"), "{head}");
+        let mut body = String::new();
+        loop {
+            let (size, after) = rest.split_once("\r\n").unwrap();
+            let size = usize::from_str_radix(size, 16).unwrap();
+            body.push_str(&after[..size]);
+            rest = after[size..].strip_prefix("\r\n").unwrap();
+            if size == 0 {
+                break;
+            }
+        }
+        assert!(rest.is_empty());
+        let expected: String = (0..10_000u32)
+            .map(|i| char::from(b'a' + (i % 26) as u8).to_string().repeat(100))
+            .collect();
+        assert_eq!(body, expected);
     }
 
     #[test]
