@@ -27,12 +27,11 @@ use std::time::Duration;
 use bytes::BytesMut;
 use http::{Method, Request, Response};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::time::Instant;
 
 use super::Shared;
 use super::connection::{ConnectionState, TrackedBody};
 use super::dormant::Dormant;
-use super::http1::{ClientStream, PARK_AFTER, silence_limit};
+use super::http1::{ClientStream, PARK_AFTER, idle_check, silence_limit};
 use crate::body::ClientBody;
 use request::{Limits, Parsed, parse_request};
 
@@ -92,11 +91,7 @@ where
         max_head_bytes: settings.max_header_bytes,
     };
     let silence = silence_limit(settings);
-    let check_every = silence.map_or(PARK_AFTER, |limit| {
-        (limit / 4).clamp(Duration::from_millis(10), PARK_AFTER)
-    });
-    let mut check = tokio::time::interval_at(Instant::now() + check_every, check_every);
-    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut check = idle_check(silence);
     let mut shutdown = shared.shutdown.clone();
     // Built once per visit to this loop: each holds an allocation.
     let mut aborted = Dormant::new(state.abort.notified());

@@ -85,6 +85,19 @@ pub(crate) fn silence_limit(settings: &Settings) -> Option<Duration> {
         .min()
 }
 
+/// The timer an HTTP/1.1 connection looks at its idleness by: a few times
+/// per `limit` (the silence that closes it; `None` for none), at most
+/// every 10 ms, and at least every [`PARK_AFTER`], so that it parks in
+/// time. The first look is one period from now.
+pub(crate) fn idle_check(limit: Option<Duration>) -> tokio::time::Interval {
+    let every = limit.map_or(PARK_AFTER, |limit| {
+        (limit / 4).clamp(Duration::from_millis(10), PARK_AFTER)
+    });
+    let mut check = tokio::time::interval_at(Instant::now() + every, every);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    check
+}
+
 type Connection<T, S> = http1::UpgradeableConnection<TokioIo<ClientStream<T>>, S>;
 type Parts<T, S> = http1::Parts<TokioIo<ClientStream<T>>, S>;
 
@@ -213,13 +226,7 @@ where
 {
     let idle_timeout = shared.settings.idle_timeout;
     let mut shutdown = shared.shutdown.clone();
-    let check_every = if idle_timeout.is_zero() {
-        PARK_AFTER
-    } else {
-        (idle_timeout / 4).clamp(Duration::from_millis(10), PARK_AFTER)
-    };
-    let mut check = tokio::time::interval_at(Instant::now() + check_every, check_every);
-    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut check = idle_check((!idle_timeout.is_zero()).then_some(idle_timeout));
     let (mut closing, mut parking) = (false, false);
     loop {
         tokio::select! {

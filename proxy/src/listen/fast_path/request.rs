@@ -74,7 +74,8 @@ pub(super) fn parse_request(buf: &mut BytesMut, limits: Limits) -> Parsed {
     };
     let base = buf.as_ptr() as usize;
     let offset = |part: &[u8]| part.as_ptr() as usize - base;
-    let path = offset(path.as_bytes())..offset(path.as_bytes()) + path.len();
+    let path_start = offset(path.as_bytes());
+    let path = path_start..path_start + path.len();
     let mut spans = Vec::with_capacity(parsed.headers.len());
     for field in parsed.headers.iter() {
         if !fast_path_header(field.name.as_bytes(), field.value) {

@@ -59,7 +59,8 @@ where
     } else {
         Framing::Chunked
     };
-    let keep_alive = !closing && !crate::headers::connection_has(&parts.headers, "close");
+    let says_close = crate::headers::connection_has(&parts.headers, "close");
+    let keep_alive = !closing && !says_close;
     let mut out = Vec::with_capacity(512);
     let reason = parts
         .extensions
@@ -71,7 +72,7 @@ where
         reason,
         &parts.headers,
         framing,
-        keep_alive,
+        closing && !says_close,
     );
     drop(parts);
     if framing == Framing::Bodiless {
@@ -191,14 +192,16 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// Writes the status line and the headers: the map's, less its framing
-/// headers, which are written from `framing`.
+/// headers, which are written from `framing`, and `Connection: close`
+/// when `announce_close` (the map does not say it, but the connection
+/// ends after this response).
 fn encode_head(
     out: &mut Vec<u8>,
     status: StatusCode,
     reason: Option<&[u8]>,
     headers: &HeaderMap,
     framing: Framing,
-    keep_alive: bool,
+    announce_close: bool,
 ) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
@@ -239,7 +242,7 @@ fn encode_head(
         append_date(out);
         out.extend_from_slice(b"\r\n");
     }
-    if !keep_alive && !crate::headers::connection_has(headers, "close") {
+    if announce_close {
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
@@ -287,7 +290,7 @@ fn append_date(out: &mut Vec<u8>) {
 mod tests {
     use super::*;
 
-    fn head(status: u16, headers: &[(&str, &str)], framing: Framing, keep_alive: bool) -> String {
+    fn head(status: u16, headers: &[(&str, &str)], framing: Framing, closing: bool) -> String {
         let mut map = HeaderMap::new();
         for (name, value) in headers {
             map.append(
@@ -297,18 +300,18 @@ mod tests {
         }
         let mut out = Vec::new();
         let status = StatusCode::from_u16(status).unwrap();
-        encode_head(&mut out, status, None, &map, framing, keep_alive);
+        encode_head(&mut out, status, None, &map, framing, closing);
         String::from_utf8(out).unwrap()
     }
 
     #[test]
     fn the_framing_header_comes_from_the_framing_not_the_map() {
         let stale = [("content-length", "9"), ("transfer-encoding", "gzip")];
-        let chunked = head(200, &stale, Framing::Chunked, true);
+        let chunked = head(200, &stale, Framing::Chunked, false);
         assert!(chunked.starts_with("HTTP/1.1 200 OK\r\n"), "{chunked}");
         assert!(chunked.contains("\r\ntransfer-encoding: chunked\r\n"));
         assert!(!chunked.contains("content-length") && !chunked.contains("gzip"));
-        let length = head(200, &stale, Framing::Length(1_234_567), true);
+        let length = head(200, &stale, Framing::Length(1_234_567), false);
         assert!(
             length.contains("\r\ncontent-length: 1234567\r\n"),
             "{length}"
@@ -321,11 +324,11 @@ mod tests {
     fn a_response_without_a_body_keeps_a_length_only_where_it_means_one() {
         let declared = [("content-length", "6"), ("date", "then")];
         for status in [200, 304] {
-            let kept = head(status, &declared, Framing::Bodiless, true);
+            let kept = head(status, &declared, Framing::Bodiless, false);
             assert!(kept.contains("\r\ncontent-length: 6\r\n"), "{kept}");
             assert!(kept.contains("\r\ndate: then\r\n") && kept.matches("date").count() == 1);
         }
-        let no_content = head(204, &declared, Framing::Bodiless, false);
+        let no_content = head(204, &declared, Framing::Bodiless, true);
         assert!(!no_content.contains("content-length"), "{no_content}");
         assert!(no_content.contains("\r\nconnection: close\r\n"));
     }
@@ -395,7 +398,7 @@ mod tests {
 
     #[test]
     fn a_response_without_a_date_gets_one_in_imf_fixdate() {
-        let dated = head(404, &[], Framing::Length(0), true);
+        let dated = head(404, &[], Framing::Length(0), false);
         let date = dated
             .lines()
             .find_map(|line| line.strip_prefix("date: "))
