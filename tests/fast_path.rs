@@ -95,6 +95,44 @@ async fn pipelined_plain_requests_are_answered_in_order_without_hyper() {
     proxy.shutdown().await;
 }
 
+/// Heads of many sizes, pipelined: the read buffer runs out of room in the
+/// middle of some of them (the loop reads into whatever room is left, and
+/// grows the buffer only when little is), and none is lost or handed over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_heads_of_every_size_are_answered_in_order() {
+    let (_blue, proxy) = start(Settings::default()).await;
+    let (mut reader, mut writer) = TcpStream::connect(proxy.addr).await.unwrap().into_split();
+    const REQUESTS: usize = 60;
+    let pads = [0, 700, 1500, 3000, 90];
+    let requests: String = (0..REQUESTS)
+        .map(|i| {
+            let path = if i % 2 == 0 { "/direct" } else { "/app" };
+            let pad = "p".repeat(pads[i % pads.len()]);
+            format!("GET {path} HTTP/1.1\r\nhost: app.test\r\nx-pad: {pad}\r\n\r\n")
+        })
+        .collect();
+    // Written while the answers are read, so neither side waits on the
+    // other's buffers.
+    let write = tokio::spawn(async move {
+        writer.write_all(requests.as_bytes()).await.unwrap();
+        writer
+    });
+    for i in 0..REQUESTS {
+        let raw = read_response(&mut reader)
+            .await
+            .expect("a response before the connection closed");
+        let expected = if i % 2 == 0 {
+            (418, "tea")
+        } else {
+            (200, "blue")
+        };
+        assert_eq!((raw.status, raw.body.as_str()), expected, "request {i}");
+    }
+    let _writer = write.await.unwrap();
+    assert_eq!(handovers(proxy.admin).await, 0, "every request was plain");
+    proxy.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_of_unknown_length_is_sent_chunked() {
     let (_blue, proxy) = start(Settings::default()).await;

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::DEADLINE;
@@ -20,7 +20,7 @@ pub struct Raw {
 /// when the connection closes first. It never reads past the response, so
 /// pipelined answers on one connection are read one by one: the head is read
 /// a byte at a time (responses here are small) and the body exactly.
-pub async fn read_response(stream: &mut TcpStream) -> Option<Raw> {
+pub async fn read_response<S: AsyncRead + Unpin>(stream: &mut S) -> Option<Raw> {
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let byte = tokio::time::timeout(DEADLINE, stream.read_u8())
