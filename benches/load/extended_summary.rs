@@ -77,10 +77,47 @@ fn ratio(value: Option<f64>, best: Option<f64>) -> String {
     }
 }
 
+/// Per target, its h2c CPU per request over the best peer's in the same
+/// round (`runs[i]` of each target is round `i`), as median (min-max): the
+/// drift between rounds cancels out, as in `measure::paired_ratios`.
+fn paired_h2_cpu(targets: &[(&str, Vec<ExtendedRun>)]) -> Vec<Spread> {
+    let rounds = targets
+        .iter()
+        .map(|(_, runs)| runs.len())
+        .max()
+        .unwrap_or(0);
+    let best: Vec<Option<f64>> = (0..rounds)
+        .map(|round| {
+            targets
+                .iter()
+                .filter(|(name, _)| is_peer(name))
+                .filter_map(|(_, runs)| runs.get(round)?.h2_cpu)
+                .reduce(f64::min)
+        })
+        .collect();
+    targets
+        .iter()
+        .map(|(_, runs)| {
+            spread(
+                runs.iter()
+                    .zip(&best)
+                    .map(|(run, best)| Some(run.h2_cpu? / (*best)?)),
+            )
+        })
+        .collect()
+}
+
+fn paired_cell(value: Spread) -> String {
+    value.map_or("-".to_owned(), |(m, lo, hi)| {
+        format!("{m:.2}x ({lo:.2}-{hi:.2})")
+    })
+}
+
 /// The table: one row per target, figures as medians (min-max) over
 /// `rounds` interleaved rounds.
 pub(crate) fn markdown(targets: &[(&str, Vec<ExtendedRun>)], rate: u32, idle: usize) -> String {
     let rows: Vec<Row<'_>> = targets.iter().map(|(name, runs)| row(name, runs)).collect();
+    let paired = paired_h2_cpu(targets);
     let rounds = targets.first().map_or(0, |(_, runs)| runs.len());
     let direct_p99 = rows
         .iter()
@@ -92,15 +129,16 @@ pub(crate) fn markdown(targets: &[(&str, Vec<ExtendedRun>)], rate: u32, idle: us
     let best_idle_fresh = best_peer(&rows, |r| r.idle_fresh.map(|s| s.0));
     let best_idle = best_peer(&rows, |r| r.idle.map(|s| s.0));
     let mut out = format!(
-        "\n{rounds} interleaved round(s), medians (min-max): h2c by `h2load -t1 -c16 -m10`, latency at {rate} req/s (open loop, 16 HTTP/1.1 connections), memory with {idle} idle keep-alive connections in a fresh process and in the one that ran the phases before\n\n| target | h2c req/s | h2c proxy CPU us/req | h2c CPU vs best peer | p50 at {rate} req/s (us) | p99 at {rate} req/s (us) | p99 over direct vs best peer | RSS fresh (KiB) | KiB per idle connection, fresh | vs best peer | KiB per idle connection, after load | vs best peer |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "\n{rounds} interleaved round(s), medians (min-max): h2c by `h2load -t1 -c16 -m10`, latency at {rate} req/s (open loop, 16 HTTP/1.1 connections), memory with {idle} idle keep-alive connections in a fresh process and in the one that ran the phases before\n\n| target | h2c req/s | h2c proxy CPU us/req | h2c CPU vs best peer | h2c CPU vs the round's best peer, per round | p50 at {rate} req/s (us) | p99 at {rate} req/s (us) | p99 over direct vs best peer | RSS fresh (KiB) | KiB per idle connection, fresh | vs best peer | KiB per idle connection, after load | vs best peer |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     );
-    for r in &rows {
+    for (r, paired) in rows.iter().zip(paired) {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.name,
             cell(r.h2_rps, 0),
             cell(r.h2_cpu, 1),
             ratio(r.h2_cpu.map(|s| s.0), best_cpu),
+            paired_cell(paired),
             cell(r.p50, 0),
             cell(r.p99, 0),
             if r.name == "direct" {
@@ -167,8 +205,9 @@ mod tests {
         // CPU 13 (median) against HAProxy's 8; 110 us over direct against
         // nginx's 50; 21 KiB against nginx's 0.5 (fresh: 10.5 against
         // 0.25).
+        // Only round 1 has peers: 12 against HAProxy's 8 in that round.
         assert!(
-            switchyard.contains("| 13.0 (12.0-14.0) | 1.62x |"),
+            switchyard.contains("| 13.0 (12.0-14.0) | 1.62x | 1.50x (1.50-1.50) |"),
             "{switchyard}"
         );
         assert!(

@@ -191,10 +191,13 @@ fn main() -> anyhow::Result<()> {
             runs[index].push(run);
         }
     }
+    let names: Vec<&str> = targets.iter().map(|t| t.name).collect();
+    let paired = measure::paired_ratios(&names, &runs);
     let summaries: Vec<Summary> = targets
         .iter()
         .zip(&runs)
-        .map(|(t, r)| Summary::of(t.name, r))
+        .zip(paired)
+        .map(|((t, r), p)| Summary::of(t.name, r).with_paired(p))
         .collect();
     println!("{}", measure::markdown(&summaries, &options_line(&options)));
 

@@ -25,6 +25,9 @@ pub(crate) struct Summary {
     user: Option<f64>,
     p50: f64,
     p99: f64,
+    /// CPU per request over the best peer's in the same round: median and
+    /// spread over the rounds (see [`paired_ratios`]).
+    paired: Option<(f64, f64, f64)>,
 }
 
 /// Runs wrk against `target`; with `pid`, also measures that process tree's
@@ -247,8 +250,46 @@ impl Summary {
             user: (!user.is_empty()).then(|| median_min_max(user).0),
             p50: median_min_max(runs.iter().map(|r| r.p50_us).collect()).0,
             p99: median_min_max(runs.iter().map(|r| r.p99_us).collect()).0,
+            paired: None,
         }
     }
+
+    /// With the ratios of [`paired_ratios`] for this target.
+    pub(crate) fn with_paired(mut self, paired: Option<(f64, f64, f64)>) -> Self {
+        self.paired = paired;
+        self
+    }
+}
+
+/// For each target (`runs[t][round]`), its CPU per request divided by the
+/// best peer's in the same round, then the median and min-max of those
+/// ratios. Every proxy's figure drifts between rounds on a shared box
+/// (20-40 % has been seen); a ratio taken within a round, where the
+/// targets ran a minute apart, cancels most of that drift, which a ratio
+/// of medians taken over different rounds does not. Peers are the targets
+/// not named `switchyard*` with a CPU figure; a round without one counts
+/// for no target.
+pub(crate) fn paired_ratios(names: &[&str], runs: &[Vec<Run>]) -> Vec<Option<(f64, f64, f64)>> {
+    let rounds = runs.iter().map(Vec::len).min().unwrap_or(0);
+    let best_peer = |round: usize| {
+        names
+            .iter()
+            .zip(runs)
+            .filter(|(name, _)| !name.starts_with("switchyard"))
+            .filter_map(|(_, target)| target[round].cpu_us_per_request)
+            .reduce(f64::min)
+    };
+    let best: Vec<Option<f64>> = (0..rounds).map(best_peer).collect();
+    runs.iter()
+        .map(|target| {
+            let ratios: Vec<f64> = target
+                .iter()
+                .zip(&best)
+                .filter_map(|(run, best)| Some(run.cpu_us_per_request? / (*best)?))
+                .collect();
+            (!ratios.is_empty()).then(|| median_min_max(ratios))
+        })
+        .collect()
 }
 
 /// The results as one markdown table, with CPU ratios against the best peer.
@@ -259,7 +300,7 @@ pub(crate) fn markdown(summaries: &[Summary], setup: &str) -> String {
         .filter_map(|s| s.cpu.map(|c| c.0))
         .fold(f64::INFINITY, f64::min);
     let mut out = format!(
-        "{setup}\n\n| target | req/s median (min-max) | proxy CPU us/req median (min-max) | of which user space | CPU vs best peer | p50 / p99 latency (us) |\n|---|---|---|---|---|---|\n"
+        "{setup}\n\n| target | req/s median (min-max) | proxy CPU us/req median (min-max) | of which user space | CPU vs best peer | CPU vs the round's best peer, per round: median (min-max) | p50 / p99 latency (us) |\n|---|---|---|---|---|---|---|\n"
     );
     for s in summaries {
         let cpu = s.cpu.map_or("-".to_owned(), |(m, lo, hi)| {
@@ -270,8 +311,11 @@ pub(crate) fn markdown(summaries: &[Summary], setup: &str) -> String {
             _ => "-".to_owned(),
         };
         let user = s.user.map_or("-".to_owned(), |u| format!("{u:.1}"));
+        let paired = s.paired.map_or("-".to_owned(), |(m, lo, hi)| {
+            format!("{m:.2}x ({lo:.2}-{hi:.2})")
+        });
         out.push_str(&format!(
-            "| {} | {:.0} ({:.0}-{:.0}) | {cpu} | {user} | {ratio} | {:.0} / {:.0} |\n",
+            "| {} | {:.0} ({:.0}-{:.0}) | {cpu} | {user} | {ratio} | {paired} | {:.0} / {:.0} |\n",
             s.name, s.rps.0, s.rps.1, s.rps.2, s.p50, s.p99
         ));
     }
@@ -307,4 +351,46 @@ pub(crate) fn markdown(summaries: &[Summary], setup: &str) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(cpu: Option<f64>) -> Run {
+        Run {
+            requests_per_second: 1.0,
+            cpu_us_per_request: cpu,
+            user_us_per_request: None,
+            p50_us: 1.0,
+            p99_us: 1.0,
+        }
+    }
+
+    #[test]
+    fn paired_ratios_divide_by_the_best_peer_of_the_same_round() {
+        let names = ["direct", "switchyard", "nginx", "haproxy"];
+        // Round 2 is twice as slow for everyone: its ratios are the same.
+        let runs = vec![
+            vec![run(None), run(None), run(None)],
+            vec![run(Some(9.0)), run(Some(18.0)), run(Some(11.0))],
+            vec![run(Some(10.0)), run(Some(24.0)), run(Some(10.0))],
+            vec![run(Some(12.0)), run(Some(20.0)), run(None)],
+        ];
+        let paired = paired_ratios(&names, &runs);
+        assert_eq!(paired[0], None, "direct has no CPU figure");
+        // switchyard: 9/10, 18/20, 11/10.
+        let (median, lo, hi) = paired[1].unwrap();
+        assert!(
+            (median - 0.9).abs() < 1e-9 && (lo - 0.9).abs() < 1e-9,
+            "{median} {lo}"
+        );
+        assert!((hi - 1.1).abs() < 1e-9, "{hi}");
+        // nginx: 1.0, 24/20, 1.0 (round 3's best is nginx itself).
+        let (median, _, hi) = paired[2].unwrap();
+        assert!((median - 1.0).abs() < 1e-9 && (hi - 1.2).abs() < 1e-9);
+        // haproxy: 12/10, 20/20, and no figure in round 3.
+        let (median, lo, hi) = paired[3].unwrap();
+        assert!((median - 1.1).abs() < 1e-9 && (lo - 1.0).abs() < 1e-9 && (hi - 1.2).abs() < 1e-9);
+    }
 }
