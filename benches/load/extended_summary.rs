@@ -2,7 +2,7 @@
 //! spread, and ratios against the best peer (nginx or HAProxy, whichever is
 //! better on that figure), as one markdown table.
 
-use crate::measure::median_min_max;
+use crate::measure::{is_peer, median_min_max, per_round_ratios};
 
 /// One target's h2c, fixed-rate and memory figures from one round.
 #[derive(Debug)]
@@ -58,10 +58,6 @@ fn cell(value: Spread, decimals: usize) -> String {
     })
 }
 
-fn is_peer(name: &str) -> bool {
-    name != "direct" && !name.starts_with("switchyard")
-}
-
 /// The best (smallest) peer median of a figure, when a peer has it.
 fn best_peer(rows: &[Row<'_>], figure: impl Fn(&Row<'_>) -> Option<f64>) -> Option<f64> {
     rows.iter()
@@ -77,36 +73,6 @@ fn ratio(value: Option<f64>, best: Option<f64>) -> String {
     }
 }
 
-/// Per target, its h2c CPU per request over the best peer's in the same
-/// round (`runs[i]` of each target is round `i`), as median (min-max): the
-/// drift between rounds cancels out, as in `measure::paired_ratios`.
-fn paired_h2_cpu(targets: &[(&str, Vec<ExtendedRun>)]) -> Vec<Spread> {
-    let rounds = targets
-        .iter()
-        .map(|(_, runs)| runs.len())
-        .max()
-        .unwrap_or(0);
-    let best: Vec<Option<f64>> = (0..rounds)
-        .map(|round| {
-            targets
-                .iter()
-                .filter(|(name, _)| is_peer(name))
-                .filter_map(|(_, runs)| runs.get(round)?.h2_cpu)
-                .reduce(f64::min)
-        })
-        .collect();
-    targets
-        .iter()
-        .map(|(_, runs)| {
-            spread(
-                runs.iter()
-                    .zip(&best)
-                    .map(|(run, best)| Some(run.h2_cpu? / (*best)?)),
-            )
-        })
-        .collect()
-}
-
 fn paired_cell(value: Spread) -> String {
     value.map_or("-".to_owned(), |(m, lo, hi)| {
         format!("{m:.2}x ({lo:.2}-{hi:.2})")
@@ -117,7 +83,13 @@ fn paired_cell(value: Spread) -> String {
 /// `rounds` interleaved rounds.
 pub(crate) fn markdown(targets: &[(&str, Vec<ExtendedRun>)], rate: u32, idle: usize) -> String {
     let rows: Vec<Row<'_>> = targets.iter().map(|(name, runs)| row(name, runs)).collect();
-    let paired = paired_h2_cpu(targets);
+    // The h2c CPU ratio within each round, as in the HTTP/1.1 table.
+    let names: Vec<&str> = targets.iter().map(|(name, _)| *name).collect();
+    let h2_cpu: Vec<Vec<Option<f64>>> = targets
+        .iter()
+        .map(|(_, runs)| runs.iter().map(|run| run.h2_cpu).collect())
+        .collect();
+    let paired = per_round_ratios(&names, &h2_cpu);
     let rounds = targets.first().map_or(0, |(_, runs)| runs.len());
     let direct_p99 = rows
         .iter()

@@ -192,7 +192,11 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let names: Vec<&str> = targets.iter().map(|t| t.name).collect();
-    let paired = measure::paired_ratios(&names, &runs);
+    let cpu: Vec<Vec<Option<f64>>> = runs
+        .iter()
+        .map(|target| target.iter().map(|run| run.cpu_us_per_request).collect())
+        .collect();
+    let paired = measure::per_round_ratios(&names, &cpu);
     let summaries: Vec<Summary> = targets
         .iter()
         .zip(&runs)

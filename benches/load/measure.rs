@@ -26,7 +26,7 @@ pub(crate) struct Summary {
     p50: f64,
     p99: f64,
     /// CPU per request over the best peer's in the same round: median and
-    /// spread over the rounds (see [`paired_ratios`]).
+    /// spread over the rounds (see [`per_round_ratios`]).
     paired: Option<(f64, f64, f64)>,
 }
 
@@ -254,38 +254,48 @@ impl Summary {
         }
     }
 
-    /// With the ratios of [`paired_ratios`] for this target.
+    /// With the ratios of [`per_round_ratios`] for this target.
     pub(crate) fn with_paired(mut self, paired: Option<(f64, f64, f64)>) -> Self {
         self.paired = paired;
         self
     }
 }
 
-/// For each target (`runs[t][round]`), its CPU per request divided by the
-/// best peer's in the same round, then the median and min-max of those
-/// ratios. Every proxy's figure drifts between rounds on a shared box
-/// (20-40 % has been seen); a ratio taken within a round, where the
-/// targets ran a minute apart, cancels most of that drift, which a ratio
-/// of medians taken over different rounds does not. Peers are the targets
-/// not named `switchyard*` with a CPU figure; a round without one counts
-/// for no target.
-pub(crate) fn paired_ratios(names: &[&str], runs: &[Vec<Run>]) -> Vec<Option<(f64, f64, f64)>> {
-    let rounds = runs.iter().map(Vec::len).min().unwrap_or(0);
-    let best_peer = |round: usize| {
-        names
-            .iter()
-            .zip(runs)
-            .filter(|(name, _)| !name.starts_with("switchyard"))
-            .filter_map(|(_, target)| target[round].cpu_us_per_request)
-            .reduce(f64::min)
-    };
-    let best: Vec<Option<f64>> = (0..rounds).map(best_peer).collect();
-    runs.iter()
+/// Whether a target is a peer proxy (nginx, HAProxy): not the direct run,
+/// not a Switchyard variant.
+pub(crate) fn is_peer(name: &str) -> bool {
+    name != "direct" && !name.starts_with("switchyard")
+}
+
+/// For each target (`figures[t][round]`: a figure per round, smaller is
+/// better), its figure divided by the best peer's in the same round, then
+/// the median and min-max of those ratios. Every proxy's figure drifts
+/// between rounds on a shared box (20-40 % has been seen); a ratio taken
+/// within a round, where the targets ran a minute apart, cancels most of
+/// that drift, which a ratio of medians taken over different rounds does
+/// not. A round where no peer has the figure counts for no target.
+pub(crate) fn per_round_ratios(
+    names: &[&str],
+    figures: &[Vec<Option<f64>>],
+) -> Vec<Option<(f64, f64, f64)>> {
+    let rounds = figures.iter().map(Vec::len).max().unwrap_or(0);
+    let best: Vec<Option<f64>> = (0..rounds)
+        .map(|round| {
+            names
+                .iter()
+                .zip(figures)
+                .filter(|(name, _)| is_peer(name))
+                .filter_map(|(_, target)| *target.get(round)?)
+                .reduce(f64::min)
+        })
+        .collect();
+    figures
+        .iter()
         .map(|target| {
             let ratios: Vec<f64> = target
                 .iter()
                 .zip(&best)
-                .filter_map(|(run, best)| Some(run.cpu_us_per_request? / (*best)?))
+                .filter_map(|(figure, best)| Some((*figure)? / (*best)?))
                 .collect();
             (!ratios.is_empty()).then(|| median_min_max(ratios))
         })
@@ -296,7 +306,7 @@ pub(crate) fn paired_ratios(names: &[&str], runs: &[Vec<Run>]) -> Vec<Option<(f6
 pub(crate) fn markdown(summaries: &[Summary], setup: &str) -> String {
     let best_peer_cpu = summaries
         .iter()
-        .filter(|s| !s.name.starts_with("switchyard"))
+        .filter(|s| is_peer(s.name))
         .filter_map(|s| s.cpu.map(|c| c.0))
         .fold(f64::INFINITY, f64::min);
     let mut out = format!(
@@ -357,27 +367,17 @@ pub(crate) fn markdown(summaries: &[Summary], setup: &str) -> String {
 mod tests {
     use super::*;
 
-    fn run(cpu: Option<f64>) -> Run {
-        Run {
-            requests_per_second: 1.0,
-            cpu_us_per_request: cpu,
-            user_us_per_request: None,
-            p50_us: 1.0,
-            p99_us: 1.0,
-        }
-    }
-
     #[test]
-    fn paired_ratios_divide_by_the_best_peer_of_the_same_round() {
+    fn ratios_divide_by_the_best_peer_of_the_same_round() {
         let names = ["direct", "switchyard", "nginx", "haproxy"];
         // Round 2 is twice as slow for everyone: its ratios are the same.
-        let runs = vec![
-            vec![run(None), run(None), run(None)],
-            vec![run(Some(9.0)), run(Some(18.0)), run(Some(11.0))],
-            vec![run(Some(10.0)), run(Some(24.0)), run(Some(10.0))],
-            vec![run(Some(12.0)), run(Some(20.0)), run(None)],
+        let figures = vec![
+            vec![None, None, None],
+            vec![Some(9.0), Some(18.0), Some(11.0)],
+            vec![Some(10.0), Some(24.0), Some(10.0)],
+            vec![Some(12.0), Some(20.0), None],
         ];
-        let paired = paired_ratios(&names, &runs);
+        let paired = per_round_ratios(&names, &figures);
         assert_eq!(paired[0], None, "direct has no CPU figure");
         // switchyard: 9/10, 18/20, 11/10.
         let (median, lo, hi) = paired[1].unwrap();
