@@ -252,7 +252,6 @@ where
         let service_state = state.clone();
         // One way to answer a request, whether hyper read it or the fast path.
         let respond = move |mut request: Request<ClientBody>| {
-            let handler = handler.clone();
             let stream = service_state.stream_started(request.version());
             let http1 = request.version() != http::Version::HTTP_2;
             if http1 {
@@ -267,13 +266,14 @@ where
                     request.extensions_mut().insert(*intercepted);
                 }
             }
-            async move {
-                let response = handler(request, peer).await;
+            // Called here and its future mapped: an async block calling the
+            // handler would hold the request beside the future it becomes.
+            handler(request, peer).map(move |response| {
                 if http1 && crate::headers::connection_has(response.headers(), "close") {
                     stream.closes_after_exchange();
                 }
                 response.map(|body| stream.answered(body))
-            }
+            })
         };
         let service = {
             let respond = respond.clone();

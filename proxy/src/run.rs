@@ -71,10 +71,7 @@ pub async fn run(
                        listener: TcpListener,
                        kind: listen::ListenerKind| {
         let proxy = proxy.clone();
-        let handler = move |request, peer| {
-            let proxy = proxy.clone();
-            async move { proxy.handle(request, peer).await }
-        };
+        let handler = move |request, peer| proxy.handle(request, peer);
         tasks.spawn(listen::serve(
             name,
             listener,
