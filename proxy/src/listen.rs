@@ -9,7 +9,6 @@ mod fast_path;
 mod http1;
 mod parked;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +19,6 @@ use futures_util::FutureExt as _;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -275,14 +273,7 @@ where
                 response.map(|body| stream.answered(body))
             })
         };
-        let service = {
-            let respond = respond.clone();
-            // `map` rather than an async block around the answer: that
-            // would hold a second copy of the request's future state.
-            service_fn(move |request: Request<Incoming>| {
-                respond(request.map(ClientBody::Hyper)).map(Ok::<_, Infallible>)
-            })
-        };
+        let service = fast_path::Answering(respond);
         let mut io = Prefixed::new(
             Bytes::new(),
             ClientIo::new(io, shared.settings.response_write_timeout, state.clone()),
@@ -298,7 +289,6 @@ where
             shared,
             io,
             service,
-            respond,
             peer,
             open,
         };

@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use super::Shared;
 use super::connection::{ClientIo, ConnectionState, OpenConnection, TrackedBody};
 use super::dormant::Dormant;
-use super::fast_path::{self, Exit, Respond};
+use super::fast_path::{self, Answering, Exit, Respond};
 use crate::settings::Settings;
 use crate::sidecar::Prefixed;
 
@@ -103,12 +103,12 @@ type Parts<T, S> = http1::Parts<TokioIo<ClientStream<T>>, S>;
 
 /// An HTTP/1.1 connection between two hyper connections: everything it
 /// keeps while parked.
-pub(crate) struct Http1Connection<T, S, R> {
+pub(crate) struct Http1Connection<T, R> {
     pub(crate) shared: Arc<Shared>,
     pub(crate) io: ClientStream<T>,
-    pub(crate) service: S,
-    /// Serves the requests the fast path takes (see [`fast_path`]).
-    pub(crate) respond: R,
+    /// hyper's service, and what serves the requests the fast path takes
+    /// (see [`fast_path`]).
+    pub(crate) service: Answering<R>,
     pub(crate) peer: SocketAddr,
     pub(crate) open: OpenConnection,
 }
@@ -118,14 +118,12 @@ pub(crate) struct Http1Connection<T, S, R> {
 /// [`stay_parked`] in a task of its own, so that the serving task and all
 /// its state are freed). The fast path serves first; hyper takes over at
 /// the first request it leaves, until the connection parks.
-pub(crate) async fn serve<T, S, R>(
-    mut connection: Http1Connection<T, S, R>,
-) -> Option<Http1Connection<T, S, R>>
+pub(crate) async fn serve<T, R>(
+    mut connection: Http1Connection<T, R>,
+) -> Option<Http1Connection<T, R>>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: HttpService<Incoming, ResBody = TrackedBody> + Unpin,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    R: Respond,
+    R: Respond + Unpin,
 {
     loop {
         if connection.shared.settings.http1_fast_path {
@@ -133,7 +131,7 @@ where
                 &mut connection.io,
                 &connection.open.state,
                 &connection.shared,
-                &connection.respond,
+                &connection.service.0,
             )
             .await;
             match exit {
@@ -179,14 +177,10 @@ where
     clippy::manual_async_fn,
     reason = "an async fn stores its arguments twice"
 )]
-pub(crate) fn stay_parked<T, S, R>(
-    mut connection: Http1Connection<T, S, R>,
-) -> impl Future<Output = ()>
+pub(crate) fn stay_parked<T, R>(mut connection: Http1Connection<T, R>) -> impl Future<Output = ()>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: HttpService<Incoming, ResBody = TrackedBody> + Unpin,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    R: Respond,
+    R: Respond + Unpin,
 {
     async move {
         loop {
