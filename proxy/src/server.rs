@@ -35,7 +35,8 @@ pub struct Proxy {
     tracer: Option<Arc<crate::otlp::Tracer>>,
 }
 
-/// What `forward` learnt about a request, for metrics and the access log.
+/// What routing and the exchange learnt about a request, for metrics and
+/// the access log.
 #[derive(Debug, Default)]
 struct Served {
     /// Route and backend indices, once a backend was chosen.

@@ -78,7 +78,6 @@ where
 /// hyper answer through this one copy of it, which the connection keeps
 /// while parked (a second copy was 80 of a parked task's 464 bytes, and
 /// put the task in the next allocation size up).
-#[derive(Clone)]
 pub(crate) struct Answering<R>(pub(crate) R);
 
 type Answered = Result<Response<TrackedBody>, Infallible>;
