@@ -2,7 +2,7 @@
 //! spread, and ratios against the best peer (nginx or HAProxy, whichever is
 //! better on that figure), as one markdown table.
 
-use crate::measure::{is_peer, median_min_max, per_round_ratios};
+use crate::measure::{is_peer, median_min_max, per_round_ratios, ratio_cell};
 
 /// One target's h2c, fixed-rate and memory figures from one round.
 #[derive(Debug)]
@@ -73,12 +73,6 @@ fn ratio(value: Option<f64>, best: Option<f64>) -> String {
     }
 }
 
-fn paired_cell(value: Spread) -> String {
-    value.map_or("-".to_owned(), |(m, lo, hi)| {
-        format!("{m:.2}x ({lo:.2}-{hi:.2})")
-    })
-}
-
 /// The table: one row per target, figures as medians (min-max) over
 /// `rounds` interleaved rounds.
 pub(crate) fn markdown(targets: &[(&str, Vec<ExtendedRun>)], rate: u32, idle: usize) -> String {
@@ -110,7 +104,7 @@ pub(crate) fn markdown(targets: &[(&str, Vec<ExtendedRun>)], rate: u32, idle: us
             cell(r.h2_rps, 0),
             cell(r.h2_cpu, 1),
             ratio(r.h2_cpu.map(|s| s.0), best_cpu),
-            paired_cell(paired),
+            ratio_cell(paired),
             cell(r.p50, 0),
             cell(r.p99, 0),
             if r.name == "direct" {

@@ -302,6 +302,13 @@ pub(crate) fn per_round_ratios(
         .collect()
 }
 
+/// A cell for the ratios of [`per_round_ratios`]: "median x (min-max)".
+pub(crate) fn ratio_cell(ratios: Option<(f64, f64, f64)>) -> String {
+    ratios.map_or("-".to_owned(), |(m, lo, hi)| {
+        format!("{m:.2}x ({lo:.2}-{hi:.2})")
+    })
+}
+
 /// The results as one markdown table, with CPU ratios against the best peer.
 pub(crate) fn markdown(summaries: &[Summary], setup: &str) -> String {
     let best_peer_cpu = summaries
@@ -321,9 +328,7 @@ pub(crate) fn markdown(summaries: &[Summary], setup: &str) -> String {
             _ => "-".to_owned(),
         };
         let user = s.user.map_or("-".to_owned(), |u| format!("{u:.1}"));
-        let paired = s.paired.map_or("-".to_owned(), |(m, lo, hi)| {
-            format!("{m:.2}x ({lo:.2}-{hi:.2})")
-        });
+        let paired = ratio_cell(s.paired);
         out.push_str(&format!(
             "| {} | {:.0} ({:.0}-{:.0}) | {cpu} | {user} | {ratio} | {paired} | {:.0} / {:.0} |\n",
             s.name, s.rps.0, s.rps.1, s.rps.2, s.p50, s.p99
