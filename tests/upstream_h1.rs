@@ -370,3 +370,71 @@ async fn a_content_length_beside_transfer_encoding_is_not_passed_on() {
     assert_eq!(reply.headers.get("content-length"), None);
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backends_fields_reach_every_client_once_and_the_proxys_own_replace_its() {
+    // The in-task client relays a response's fields from the head's bytes
+    // (the proxy's own HTTP/1.1 writer copies them out as they came; for
+    // hyper they are moved into the map). The proxy sets `x-request-id`
+    // and `x-switchyard-backend` itself: the backend's must not go along.
+    let backend = Scripted::start(|_| {
+        keep(
+            "HTTP/1.1 200 OK\r\nServer: scripted\r\nDate: Tue, 01 Dec 2026 10:00:00 GMT\r\n\
+             X-Request-Id: the-backends\r\nX-Switchyard-Backend: a-proxy-before\r\n\
+             Set-Cookie: a=1\r\nset-cookie: b=2\r\nContent-Length: 2\r\n\r\nok",
+        )
+    })
+    .await;
+    let proxy = backend.proxy().await;
+    let lines = |head: &str, name: &str| -> Vec<String> {
+        head.lines()
+            .filter_map(|line| line.split_once(": "))
+            .filter(|(field, _)| field.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.to_owned())
+            .collect()
+    };
+    let expected = |head: &str| {
+        assert_eq!(lines(head, "x-request-id"), ["from-the-client"], "{head}");
+        assert_eq!(lines(head, "x-switchyard-backend"), ["app"], "{head}");
+        assert_eq!(lines(head, "set-cookie"), ["a=1", "b=2"], "{head}");
+        assert_eq!(
+            lines(head, "date"),
+            ["Tue, 01 Dec 2026 10:00:00 GMT"],
+            "{head}"
+        );
+        assert_eq!(lines(head, "server"), ["scripted"], "{head}");
+        assert_eq!(lines(head, "content-length"), ["2"], "{head}");
+    };
+    // The fast path writes the names in the case they came in; hyper's
+    // HTTP/1.1 server (the fast path hands it `Connection: close`
+    // requests) in lower case.
+    let clients: [(&[u8], &str); 2] = [
+        (b"", "\r\nServer: scripted\r\n"),
+        (b"Connection: close\r\n", "\r\nserver: scripted\r\n"),
+    ];
+    for (extra, server_line) in clients {
+        let request = [
+            &b"GET / HTTP/1.1\r\nHost: t\r\nX-Request-Id: from-the-client\r\n"[..],
+            extra,
+            b"\r\n",
+        ]
+        .concat();
+        let reply = support::raw::send_raw(proxy.addr, &request).await.unwrap();
+        assert_eq!((reply.status, reply.body.as_str()), (200, "ok"));
+        expected(&reply.head);
+        assert!(reply.head.contains(server_line), "{}", reply.head);
+    }
+    // An HTTP/2 client: hyper's HTTP/2 server, from the map.
+    let mut client = Client::http2(proxy.addr).await;
+    let reply = client
+        .get("/", &[("x-request-id", "from-the-client")])
+        .await;
+    assert_reply(&reply, 200, "ok");
+    let head: String = reply
+        .headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {}\r\n", value.to_str().unwrap()))
+        .collect();
+    expected(&head);
+    proxy.shutdown().await;
+}

@@ -10,13 +10,15 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
+use http::Response;
+use http::header::{HeaderName, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::access_log::{AccessLog, Pending};
 use crate::listen::BodyWatch;
 use crate::state::Snapshot;
-use crate::upstream::{Lease, Received};
+use crate::upstream::{Lease, Received, RelayedFields};
 
 mod client;
 pub use client::ClientBody;
@@ -114,6 +116,24 @@ impl ProxyBody {
             Self::Full(Some(bytes)) => bytes.len() as u64,
             _ => 0,
         }
+    }
+
+    /// The end-to-end fields of an HTTP/1.1 upstream's response head, which
+    /// are not in the response's map (see [`RelayedFields`]).
+    pub(crate) fn take_relayed(&mut self) -> Option<RelayedFields> {
+        match self {
+            Self::Upstream(body) => body.inner.take_relayed(),
+            Self::Full(_) => None,
+        }
+    }
+
+    /// Sets `name` in `response`'s map, removing any relayed field of that
+    /// name: the proxy's value replaces the backend's.
+    pub(crate) fn set_header(response: &mut Response<Self>, name: HeaderName, value: HeaderValue) {
+        if let Self::Upstream(body) = response.body_mut() {
+            body.inner.remove_relayed(&name);
+        }
+        response.headers_mut().insert(name, value);
     }
 
     /// Finishes `timer` when the streamed body ends; a body made by the

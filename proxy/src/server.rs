@@ -287,7 +287,7 @@ impl Proxy {
             #[cfg(feature = "otlp")]
             span,
         });
-        response.headers_mut().insert(REQUEST_ID, request_id);
+        ProxyBody::set_header(&mut response, REQUEST_ID, request_id);
         response
     }
 

@@ -29,6 +29,7 @@ mod health;
 mod in_task;
 mod pooled;
 
+pub(crate) use h1::RelayedFields;
 use health::Health;
 pub(crate) use in_task::Received;
 

@@ -248,6 +248,13 @@ impl Drop for TrackedBody {
     }
 }
 
+impl TrackedBody {
+    /// See [`ProxyBody::take_relayed`].
+    pub(crate) fn take_relayed(&mut self) -> Option<crate::upstream::RelayedFields> {
+        self.inner.take_relayed()
+    }
+}
+
 impl Body for TrackedBody {
     type Data = Bytes;
     type Error = <ProxyBody as Body>::Error;

@@ -92,8 +92,16 @@ impl<R: Respond> Service<Request<Incoming>> for Answering<R> {
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         self.0
             .respond(request.map(ClientBody::Hyper))
-            .map(Ok as fn(_) -> Answered)
+            .map(for_hyper as fn(_) -> Answered)
     }
+}
+
+/// The response with every field in its map, where hyper reads them.
+fn for_hyper(mut response: Response<TrackedBody>) -> Answered {
+    if let Some(relayed) = response.body_mut().take_relayed() {
+        relayed.move_into(response.headers_mut());
+    }
+    Ok(response)
 }
 
 /// How the loop left the connection.
@@ -172,7 +180,7 @@ where
         let head_request = request.method() == Method::HEAD;
         // The answer, while the client is watched for leaving.
         let mut answer = std::pin::pin!(respond.respond(request));
-        let response = loop {
+        let mut response = loop {
             tokio::select! {
                 biased;
                 response = answer.as_mut() => break response,
@@ -183,9 +191,10 @@ where
                 },
             }
         };
+        let relayed = response.body_mut().take_relayed();
         let written = tokio::select! {
             biased;
-            written = response::write_response(io, response, head_request, closing) => written,
+            written = response::write_response(io, response, relayed, head_request, closing) => written,
             () = &mut aborted => return Exit::Closed,
         };
         match written {

@@ -188,6 +188,8 @@ impl Proxy {
         if self.settings.expose_backend
             && let Ok(name) = HeaderValue::from_str(backend.name())
         {
+            // Set, not added: a backend's own (a proxy before it) goes.
+            response.body_mut().remove_relayed(&BACKEND_HEADER);
             response.headers_mut().insert(BACKEND_HEADER, name);
         }
         if let Some(cookie) = set_cookie {

@@ -28,10 +28,12 @@ use crate::body::RequestBody;
 use crate::upstream_tls::UpstreamIo;
 
 mod chunked;
+mod fields;
 mod head;
 
 use super::is_disconnect;
 use chunked::Chunked;
+pub(crate) use fields::RelayedFields;
 use head::{Head, parse_head, too_large};
 
 /// Most headers read in a response head (hyper's limit too).
@@ -55,6 +57,10 @@ pub(crate) struct Conn {
     read_size: usize,
     /// Head of the request being written; its capacity is kept.
     head: Vec<u8>,
+    /// The last response's end-to-end fields, until they are relayed:
+    /// here rather than in the [`Body`], which every response future
+    /// carries, as the connection is boxed already.
+    relayed: RelayedFields,
     cut: Arc<Cut>,
 }
 
@@ -126,6 +132,7 @@ impl Conn {
             buf: BytesMut::new(),
             read_size: READ_CHUNK,
             head: Vec::new(),
+            relayed: RelayedFields::default(),
             cut,
         })
     }
@@ -195,6 +202,7 @@ impl Conn {
             // relayed; the final one follows on the same connection.
             let Head {
                 response,
+                fields,
                 framing,
                 keep_alive,
             } = head;
@@ -202,6 +210,7 @@ impl Conn {
             if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
                 continue;
             }
+            self.relayed = fields;
             let body = Body {
                 conn: Some(self),
                 framing,
@@ -241,6 +250,8 @@ impl Conn {
             self.buf = BytesMut::new();
         }
         self.read_size = READ_CHUNK;
+        // Fields never relayed (the client went away) let the head go.
+        self.relayed = RelayedFields::default();
         self
     }
 }
@@ -267,6 +278,21 @@ fn encode_head(head: &mut Vec<u8>, request: &Request<RequestBody>) {
 // === impl Body ===
 
 impl Body {
+    /// The response's end-to-end fields, taken to be written or moved into
+    /// its map (see [`RelayedFields`]); `None` once taken.
+    pub(crate) fn take_relayed(&mut self) -> Option<RelayedFields> {
+        let conn = self.conn.as_mut()?;
+        let relayed = std::mem::take(&mut conn.relayed);
+        (!relayed.is_empty()).then_some(relayed)
+    }
+
+    /// Removes the relayed fields named `name`: the proxy sets its own.
+    pub(crate) fn remove_relayed(&mut self, name: &http::HeaderName) {
+        if let Some(conn) = self.conn.as_mut() {
+            conn.relayed.remove(name);
+        }
+    }
+
     /// The connection, if the body was read to its end and the connection
     /// can serve another request.
     pub(crate) fn take_reusable(&mut self) -> Option<Box<Conn>> {

@@ -12,7 +12,8 @@ use switchyard_config::spec::Protocol;
 use tokio::time::Instant;
 
 use super::{
-    ConnectPolicy, Endpoint, IDLE_TIMEOUT, MAX_IDLE_PER_ENDPOINT, SendError, h1, or_not_sent,
+    ConnectPolicy, Endpoint, IDLE_TIMEOUT, MAX_IDLE_PER_ENDPOINT, RelayedFields, SendError, h1,
+    or_not_sent,
 };
 use crate::body::RequestBody;
 
@@ -30,6 +31,22 @@ impl Received {
         match self {
             Self::Hyper(body) => http_body::Body::is_end_stream(body),
             Self::InTask(body) => http_body::Body::is_end_stream(body),
+        }
+    }
+
+    /// The end-to-end fields of an in-task response's head, not yet in its
+    /// map (see [`RelayedFields`]); `None` for hyper's, which has them there.
+    pub(crate) fn take_relayed(&mut self) -> Option<RelayedFields> {
+        match self {
+            Self::Hyper(_) => None,
+            Self::InTask(body) => body.take_relayed(),
+        }
+    }
+
+    /// Removes the fields named `name` from those not yet in the map.
+    pub(crate) fn remove_relayed(&mut self, name: &http::HeaderName) {
+        if let Self::InTask(body) = self {
+            body.remove_relayed(name);
         }
     }
 

@@ -14,6 +14,8 @@ use http::{Response, StatusCode};
 use http_body::{Body, Frame};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use crate::upstream::RelayedFields;
+
 /// Data frames at least this large are written from their own buffer
 /// rather than copied behind the head.
 const WRITE_DIRECT: usize = 16 * 1024;
@@ -27,13 +29,15 @@ enum Framing {
     Chunked,
 }
 
-/// Writes `response`; `Ok(true)` when the connection may carry another
-/// request after it. A body that fails, or ends short of its length, cuts
+/// Writes `response`, with the `relayed` fields of its upstream's head
+/// before those of its map; `Ok(true)` when the connection may carry
+/// another request after it. A body that fails, or ends short of its length, cuts
 /// the connection (`Ok(false)`): the client sees an incomplete response,
 /// as it would from hyper.
 pub(super) async fn write_response<W, B>(
     io: &mut W,
     response: Response<B>,
+    relayed: Option<RelayedFields>,
     head_request: bool,
     closing: bool,
 ) -> io::Result<bool>
@@ -59,6 +63,7 @@ where
     } else {
         Framing::Chunked
     };
+    // Relayed fields never include `Connection` (it is hop by hop).
     let says_close = crate::headers::connection_has(&parts.headers, "close");
     let keep_alive = !closing && !says_close;
     let mut out = Vec::with_capacity(512);
@@ -68,13 +73,17 @@ where
         .map(|reason| reason.as_bytes());
     encode_head(
         &mut out,
-        status,
-        reason,
-        &parts.headers,
+        Fields {
+            status,
+            reason,
+            relayed: relayed.as_ref(),
+            headers: &parts.headers,
+        },
         framing,
         closing && !says_close,
     );
-    drop(parts);
+    // The relayed fields hold the upstream connection's read buffer.
+    drop((parts, relayed));
     if framing == Framing::Bodiless {
         io.write_all(&out).await?;
         io.flush().await?;
@@ -191,18 +200,27 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
     values.next().is_none().then_some(length)
 }
 
-/// Writes the status line and the headers: the map's, less its framing
-/// headers, which are written from `framing`, and `Connection: close`
-/// when `announce_close` (the map does not say it, but the connection
-/// ends after this response).
-fn encode_head(
-    out: &mut Vec<u8>,
+/// What a response head says, apart from its framing.
+struct Fields<'a> {
     status: StatusCode,
-    reason: Option<&[u8]>,
-    headers: &HeaderMap,
-    framing: Framing,
-    announce_close: bool,
-) {
+    reason: Option<&'a [u8]>,
+    /// The upstream's end-to-end fields not in `headers` (HTTP/1.1
+    /// upstreams: see `RelayedFields`).
+    relayed: Option<&'a RelayedFields>,
+    headers: &'a HeaderMap,
+}
+
+/// Writes the status line and the headers: the relayed fields and the
+/// map's, less their framing headers, which are written from `framing`,
+/// and `Connection: close` when `announce_close` (the map does not say
+/// it, but the connection ends after this response).
+fn encode_head(out: &mut Vec<u8>, fields: Fields<'_>, framing: Framing, announce_close: bool) {
+    let Fields {
+        status,
+        reason,
+        relayed,
+        headers,
+    } = fields;
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
@@ -218,15 +236,21 @@ fn encode_head(
         && !status.is_informational()
         && status != StatusCode::NO_CONTENT;
     let mut has_date = false;
+    // Relayed fields come without `Transfer-Encoding`; a `Content-Length`
+    // among them is the upstream's, which `framing` says again.
+    for (name, value) in relayed.into_iter().flat_map(RelayedFields::iter) {
+        if !keep_length && name.eq_ignore_ascii_case(b"content-length") {
+            continue;
+        }
+        has_date |= name.eq_ignore_ascii_case(b"date");
+        append_field(out, name, value);
+    }
     for (name, value) in headers {
         if *name == header::TRANSFER_ENCODING || (*name == header::CONTENT_LENGTH && !keep_length) {
             continue;
         }
         has_date |= *name == header::DATE;
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        append_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     match framing {
         Framing::Bodiless => {}
@@ -245,6 +269,13 @@ fn encode_head(
     if announce_close {
         out.extend_from_slice(b"connection: close\r\n");
     }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn append_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -300,7 +331,13 @@ mod tests {
         }
         let mut out = Vec::new();
         let status = StatusCode::from_u16(status).unwrap();
-        encode_head(&mut out, status, None, &map, framing, closing);
+        let fields = Fields {
+            status,
+            reason: None,
+            relayed: None,
+            headers: &map,
+        };
+        encode_head(&mut out, fields, framing, closing);
         String::from_utf8(out).unwrap()
     }
 
@@ -369,7 +406,7 @@ mod tests {
         });
         let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
         let mut socket = Recorder::default();
-        let keep_alive = write_response(&mut socket, Response::new(body), false, false)
+        let keep_alive = write_response(&mut socket, Response::new(body), None, false, false)
             .await
             .unwrap();
         assert!(keep_alive);

@@ -1,21 +1,22 @@
 //! Reading a response head: parsing it, and how its body is delimited.
 
 use std::mem::MaybeUninit;
-use std::ops::Range;
 
 use bytes::BytesMut;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode, Version};
 
 use super::chunked::Chunked;
+use super::fields::{Field, RelayedFields};
 use super::{ExchangeError, Framing, MAX_HEAD_BYTES, MAX_HEADERS};
 
-/// A response head as the proxy relays it: the response without the
-/// hop-by-hop headers, how its body is delimited, and whether the
-/// connection can serve another request after it.
+/// A response head as the proxy relays it: the status and version (the
+/// response's map stays empty), the end-to-end fields, how the body is
+/// delimited, and whether the connection can serve another request after
+/// it.
 #[derive(Debug)]
 pub(super) struct Head {
     pub(super) response: Response<()>,
+    pub(super) fields: RelayedFields,
     pub(super) framing: Framing,
     pub(super) keep_alive: bool,
 }
@@ -49,27 +50,27 @@ fn role(name: &[u8]) -> Role {
     }
 }
 
-/// Where a header's name and value lie in the head's bytes, and its role.
-struct Span {
-    name: Range<usize>,
-    value: Range<usize>,
-    role: Role,
+/// The head's fields with the role of each, `roles[i]` that of `fields[i]`.
+struct Parsed<'a> {
+    head: &'a [u8],
+    fields: &'a [Field],
+    roles: &'a [Role],
 }
 
 /// Parses a complete response head at the start of `buf` and consumes it;
 /// `Ok(None)` when more bytes are needed. The framing and connection
-/// headers are read while the head is parsed and left out of the
-/// response's map: looking them up in the map afterwards, then removing
-/// them as hop-by-hop, cost about 1,400 instructions a response.
+/// headers are read while the head is parsed and left out of the relayed
+/// fields, as is every other hop-by-hop header.
 pub(super) fn parse_head(
     buf: &mut BytesMut,
     head_request: bool,
 ) -> Result<Option<Head>, ExchangeError> {
     // Where each header lies in `buf`, so the head can be split off and
-    // its values shared rather than copied. A Vec sized to the headers
-    // found: a fixed array for the most would be zeroed (3 KB) on every
-    // response.
-    let (length, code, version, spans) = {
+    // relayed as it is. A Vec sized to the headers found: a fixed array for
+    // the most would be zeroed (3 KB) on every response; the roles, a byte
+    // each, are.
+    let mut roles = [Role::Relayed; MAX_HEADERS];
+    let (length, code, version, mut fields) = {
         let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut response = httparse::Response::new(&mut []);
         let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -88,16 +89,17 @@ pub(super) fn parse_head(
             }
         };
         let base = buf.as_ptr() as usize;
-        let spans: Vec<Span> = response
+        let fields: Vec<Field> = response
             .headers
             .iter()
-            .map(|h| {
+            .zip(&mut roles)
+            .map(|(h, role_of_h)| {
+                *role_of_h = role(h.name.as_bytes());
                 let name = h.name.as_ptr() as usize - base;
                 let value = h.value.as_ptr() as usize - base;
-                Span {
+                Field {
                     name: name..name + h.name.len(),
                     value: value..value + h.value.len(),
-                    role: role(h.name.as_bytes()),
                 }
             })
             .collect();
@@ -105,7 +107,7 @@ pub(super) fn parse_head(
             length,
             response.code.unwrap_or(0),
             response.version.unwrap_or(1),
-            spans,
+            fields,
         )
     };
     let status = StatusCode::from_u16(code)
@@ -116,42 +118,50 @@ pub(super) fn parse_head(
         Version::HTTP_11
     };
     let head = buf.split_to(length).freeze();
-    let connection = connection_tokens(&head, &spans);
-    let (framing, keep_alive) = framing(&head, &spans, status, version, head_request, &connection)
+    let parsed = Parsed {
+        head: &head,
+        fields: &fields,
+        roles: &roles[..fields.len()],
+    };
+    let connection = connection_tokens(&parsed);
+    let (framing, keep_alive) = framing(&parsed, status, version, head_request, &connection)
         .map_err(ExchangeError::Failed)?;
-    // With Transfer-Encoding, a Content-Length is wrong and must not be
-    // passed on (RFC 9112 section 6.3, point 3).
-    let drop_length = spans.iter().any(|s| s.role == Role::TransferEncoding);
-    let mut headers = HeaderMap::with_capacity(spans.len());
-    for span in &spans {
-        let relayed = match span.role {
+    let relayed = relayed_fields(&parsed, &connection);
+    let mut index = 0;
+    fields.retain(|_| {
+        index += 1;
+        relayed[index - 1]
+    });
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    Ok(Some(Head {
+        response,
+        fields: RelayedFields::new(head, fields),
+        framing,
+        keep_alive,
+    }))
+}
+
+/// Which fields are relayed: the end-to-end ones, less any a `Connection`
+/// header names, and a `Content-Length` unless a `Transfer-Encoding`
+/// came too (then it is wrong and must not be passed on: RFC 9112
+/// section 6.3, point 3).
+fn relayed_fields(parsed: &Parsed<'_>, connection: &ConnectionTokens) -> [bool; MAX_HEADERS] {
+    let drop_length = parsed.roles.contains(&Role::TransferEncoding);
+    let mut relayed = [false; MAX_HEADERS];
+    for ((field, role), relayed) in parsed.fields.iter().zip(parsed.roles).zip(&mut relayed) {
+        *relayed = match role {
             Role::Relayed => {
-                let name = &head[span.name.clone()];
+                let name = &parsed.head[field.name.clone()];
                 !(connection.names_others
-                    && connection_values(&head, &spans).any(|t| t.eq_ignore_ascii_case(name)))
+                    && connection_values(parsed).any(|t| t.eq_ignore_ascii_case(name)))
             }
             Role::ContentLength => !drop_length,
             Role::HopByHop | Role::Connection | Role::TransferEncoding => false,
         };
-        if !relayed {
-            continue;
-        }
-        let name = HeaderName::from_bytes(&head[span.name.clone()]);
-        let value = HeaderValue::from_maybe_shared(head.slice(span.value.clone()));
-        let (Ok(name), Ok(value)) = (name, value) else {
-            return Err(ExchangeError::Failed("invalid response header".to_owned()));
-        };
-        headers.append(name, value);
     }
-    let mut response = Response::new(());
-    *response.status_mut() = status;
-    *response.version_mut() = version;
-    *response.headers_mut() = headers;
-    Ok(Some(Head {
-        response,
-        framing,
-        keep_alive,
-    }))
+    relayed
 }
 
 pub(super) fn too_large() -> ExchangeError {
@@ -166,12 +176,12 @@ struct ConnectionTokens {
     names_others: bool,
 }
 
-fn connection_tokens(head: &[u8], spans: &[Span]) -> ConnectionTokens {
+fn connection_tokens(parsed: &Parsed<'_>) -> ConnectionTokens {
     let mut tokens = ConnectionTokens {
         close: false,
         names_others: false,
     };
-    for token in connection_values(head, spans) {
+    for token in connection_values(parsed) {
         if token.eq_ignore_ascii_case(b"close") {
             tokens.close = true;
         } else if !token.is_empty() && role(token) == Role::Relayed {
@@ -182,19 +192,27 @@ fn connection_tokens(head: &[u8], spans: &[Span]) -> ConnectionTokens {
 }
 
 /// Every token of every `Connection` header, trimmed.
-fn connection_values<'a>(head: &'a [u8], spans: &'a [Span]) -> impl Iterator<Item = &'a [u8]> {
-    spans
-        .iter()
-        .filter(|s| s.role == Role::Connection)
-        .flat_map(move |s| head[s.value.clone()].split(|&b| b == b','))
+fn connection_values<'a>(parsed: &Parsed<'a>) -> impl Iterator<Item = &'a [u8]> {
+    values(parsed, Role::Connection)
+        .flat_map(|value| value.split(|&b| b == b','))
         .map(<[u8]>::trim_ascii)
+}
+
+/// The values of the fields with `role`.
+fn values<'a>(parsed: &Parsed<'a>, role: Role) -> impl DoubleEndedIterator<Item = &'a [u8]> {
+    let head = parsed.head;
+    parsed
+        .fields
+        .iter()
+        .zip(parsed.roles)
+        .filter(move |(_, r)| **r == role)
+        .map(move |(field, _)| &head[field.value.clone()])
 }
 
 /// How the body is delimited, and whether the connection may be reused
 /// after it (RFC 9112 sections 6.3 and 9.3).
 fn framing(
-    head: &[u8],
-    spans: &[Span],
+    parsed: &Parsed<'_>,
     status: StatusCode,
     version: Version,
     head_request: bool,
@@ -212,12 +230,7 @@ fn framing(
         }
         return Ok((Framing::Ended, keep_alive));
     }
-    let values = |role: Role| {
-        spans
-            .iter()
-            .filter(move |s| s.role == role)
-            .map(|s| &head[s.value.clone()])
-    };
+    let values = |role: Role| values(parsed, role);
     if let Some(last) = values(Role::TransferEncoding).next_back() {
         // Chunked must be the last coding; anything else runs to the close.
         // With a Content-Length beside it the message is suspect: read it
