@@ -238,12 +238,11 @@ fn encode_head(out: &mut Vec<u8>, fields: Fields<'_>, framing: Framing, announce
     let mut has_date = false;
     // Relayed fields come without `Transfer-Encoding`; a `Content-Length`
     // among them is the upstream's, which `framing` says again.
-    for (name, value) in relayed.into_iter().flat_map(RelayedFields::iter) {
-        if !keep_length && name.eq_ignore_ascii_case(b"content-length") {
-            continue;
-        }
-        has_date |= name.eq_ignore_ascii_case(b"date");
-        append_field(out, name, value);
+    if let Some(relayed) = relayed {
+        relayed.write_lines(out, |name| {
+            has_date |= name.eq_ignore_ascii_case(b"date");
+            !keep_length && name.eq_ignore_ascii_case(b"content-length")
+        });
     }
     for (name, value) in headers {
         if *name == header::TRANSFER_ENCODING || (*name == header::CONTENT_LENGTH && !keep_length) {

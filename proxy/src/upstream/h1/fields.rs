@@ -45,6 +45,7 @@ impl RelayedFields {
     }
 
     /// Each field's name (as it came: any case) and value.
+    #[cfg(test)]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.fields.iter().map(|field| {
             (
@@ -54,12 +55,50 @@ impl RelayedFields {
         })
     }
 
+    /// Writes the fields but those `skip` refuses (given each name) as
+    /// `name: value` lines. A run of lines that lie one after the other in
+    /// the head, each ended by CRLF there, is copied in one piece, as it
+    /// came: the separator after the colon included, and a bare LF (which
+    /// the parser accepts) never passed on.
+    pub(crate) fn write_lines(&self, out: &mut Vec<u8>, mut skip: impl FnMut(&[u8]) -> bool) {
+        let head = &self.head[..];
+        let mut flush = |run: Range<usize>| {
+            out.extend_from_slice(&head[run]);
+            out.extend_from_slice(b"\r\n");
+        };
+        // The lines being gathered: from a name's start to a value's end.
+        let mut run: Option<Range<usize>> = None;
+        for field in &self.fields {
+            if skip(&head[field.name.clone()]) {
+                if let Some(lines) = run.take() {
+                    flush(lines);
+                }
+                continue;
+            }
+            if let Some(lines) = &mut run
+                && head.get(lines.end..field.name.start) == Some(b"\r\n")
+            {
+                lines.end = field.value.end;
+                continue;
+            }
+            if let Some(lines) = run.replace(field.name.start..field.value.end) {
+                flush(lines);
+            }
+        }
+        if let Some(lines) = run {
+            flush(lines);
+        }
+    }
+
     /// Removes every field named `name`.
     pub(crate) fn remove(&mut self, name: &HeaderName) {
         let head = &self.head;
         let name = name.as_str().as_bytes();
-        self.fields
-            .retain(|field| !head[field.name.clone()].eq_ignore_ascii_case(name));
+        let named = |field: &Field| head[field.name.clone()].eq_ignore_ascii_case(name);
+        // Most responses have none: a look first, cheaper than a retain.
+        if self.fields.iter().any(named) {
+            self.fields.retain(|field| !named(field));
+        }
     }
 
     /// Moves the fields into `map`. Of a name both have, the map's values
@@ -128,6 +167,22 @@ mod tests {
                 (&b"Date"[..], &b"then"[..])
             ]
         );
+    }
+
+    #[test]
+    fn lines_are_written_in_runs_and_each_ends_in_crlf() {
+        let relayed = fields(b"A: 1\r\nB:\t2\r\nSkip: x\r\nC: 3\r\nD: 4\nE: 5\r\nF: 6");
+        let mut out = Vec::new();
+        let mut seen = Vec::new();
+        relayed.write_lines(&mut out, |name| {
+            seen.push(String::from_utf8(name.to_vec()).unwrap());
+            name == b"Skip"
+        });
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "A: 1\r\nB:\t2\r\nC: 3\r\nD: 4\r\nE: 5\r\nF: 6\r\n"
+        );
+        assert_eq!(seen, ["A", "B", "Skip", "C", "D", "E", "F"]);
     }
 
     #[test]
