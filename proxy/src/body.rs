@@ -120,20 +120,27 @@ impl ProxyBody {
 
     /// The end-to-end fields of an HTTP/1.1 upstream's response head, which
     /// are not in the response's map (see [`RelayedFields`]).
-    pub(crate) fn take_relayed(&mut self) -> Option<RelayedFields> {
+    pub(crate) fn relayed_mut(&mut self) -> Option<&mut RelayedFields> {
         match self {
-            Self::Upstream(body) => body.inner.take_relayed(),
+            Self::Upstream(body) => body.inner.relayed_mut(),
             Self::Full(_) => None,
         }
     }
 
-    /// Sets `name` in `response`'s map, removing any relayed field of that
-    /// name: the proxy's value replaces the backend's.
+    /// Sets `name` on `response`, replacing any field of that name the
+    /// backend sent. On a response whose fields are relayed (see
+    /// [`RelayedFields`]) it is kept with them, and the response's map, in
+    /// which it would often be the only field, is never allocated.
     pub(crate) fn set_header(response: &mut Response<Self>, name: HeaderName, value: HeaderValue) {
-        if let Self::Upstream(body) = response.body_mut() {
-            body.inner.remove_relayed(&name);
+        // A name already in the map stays there, so it is never in both.
+        let in_map = crate::headers::has(response.headers(), &name);
+        let unplaced = match response.body_mut() {
+            Self::Upstream(body) if !in_map => body.inner.set_relayed(name, value),
+            _ => Some((name, value)),
+        };
+        if let Some((name, value)) = unplaced {
+            response.headers_mut().insert(name, value);
         }
-        response.headers_mut().insert(name, value);
     }
 
     /// Finishes `timer` when the streamed body ends; a body made by the

@@ -249,9 +249,9 @@ impl Drop for TrackedBody {
 }
 
 impl TrackedBody {
-    /// See [`ProxyBody::take_relayed`].
-    pub(crate) fn take_relayed(&mut self) -> Option<crate::upstream::RelayedFields> {
-        self.inner.take_relayed()
+    /// See [`ProxyBody::relayed_mut`].
+    pub(crate) fn relayed_mut(&mut self) -> Option<&mut crate::upstream::RelayedFields> {
+        self.inner.relayed_mut()
     }
 }
 

@@ -97,11 +97,14 @@ impl<R: Respond> Service<Request<Incoming>> for Answering<R> {
 }
 
 /// The response with every field in its map, where hyper reads them.
-fn for_hyper(mut response: Response<TrackedBody>) -> Answered {
-    if let Some(relayed) = response.body_mut().take_relayed() {
-        relayed.move_into(response.headers_mut());
+fn for_hyper(response: Response<TrackedBody>) -> Answered {
+    // Taken apart, as a response cannot lend its body and its map at once
+    // (taking the map out and back measured more instructions).
+    let (mut parts, mut body) = response.into_parts();
+    if let Some(relayed) = body.relayed_mut() {
+        relayed.move_into(&mut parts.headers);
     }
-    Ok(response)
+    Ok(Response::from_parts(parts, body))
 }
 
 /// How the loop left the connection.
@@ -180,7 +183,7 @@ where
         let head_request = request.method() == Method::HEAD;
         // The answer, while the client is watched for leaving.
         let mut answer = std::pin::pin!(respond.respond(request));
-        let mut response = loop {
+        let response = loop {
             tokio::select! {
                 biased;
                 response = answer.as_mut() => break response,
@@ -191,10 +194,9 @@ where
                 },
             }
         };
-        let relayed = response.body_mut().take_relayed();
         let written = tokio::select! {
             biased;
-            written = response::write_response(io, response, relayed, head_request, closing) => written,
+            written = response::write_response(io, response, head_request, closing) => written,
             () = &mut aborted => return Exit::Closed,
         };
         match written {

@@ -185,17 +185,7 @@ impl Proxy {
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        if self.settings.expose_backend
-            && let Ok(name) = HeaderValue::from_str(backend.name())
-        {
-            // Set, not added: a backend's own (a proxy before it) goes.
-            response.body_mut().remove_relayed(&BACKEND_HEADER);
-            response.headers_mut().insert(BACKEND_HEADER, name);
-        }
-        if let Some(cookie) = set_cookie {
-            response.headers_mut().append(header::SET_COOKIE, cookie);
-        }
-        if switching && let Some(client_upgrade) = client_upgrade {
+        let mut response = if switching && let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             lease.detach_connection();
             let task = tokio::spawn(tunnel(
@@ -206,13 +196,21 @@ impl Proxy {
             ));
             backend.track_tunnel(task.abort_handle());
             let (parts, _) = response.into_parts();
-            return Ok(Response::from_parts(parts, ProxyBody::empty()));
+            Response::from_parts(parts, ProxyBody::empty())
+        } else {
+            let (parts, body) = response.into_parts();
+            Response::from_parts(parts, ProxyBody::upstream(body, lease))
+        };
+        if self.settings.expose_backend
+            && let Ok(name) = HeaderValue::from_str(backend.name())
+        {
+            // Set, not added: a backend's own (a proxy before it) goes.
+            ProxyBody::set_header(&mut response, BACKEND_HEADER, name);
         }
-        let (parts, body) = response.into_parts();
-        Ok(Response::from_parts(
-            parts,
-            ProxyBody::upstream(body, lease),
-        ))
+        if let Some(cookie) = set_cookie {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+        Ok(response)
     }
 
     /// Rewrites the request for the upstream hop: hop-by-hop headers out,

@@ -172,7 +172,7 @@ impl Conn {
         let head_request = request.method() == Method::HEAD;
         loop {
             let head = loop {
-                if let Some(head) = parse_head(&mut self.buf, head_request)? {
+                if let Some(head) = parse_head(&mut self.buf, head_request, &mut self.relayed)? {
                     break head;
                 }
                 if self.buf.len() > MAX_HEAD_BYTES {
@@ -202,7 +202,6 @@ impl Conn {
             // relayed; the final one follows on the same connection.
             let Head {
                 response,
-                fields,
                 framing,
                 keep_alive,
             } = head;
@@ -210,7 +209,6 @@ impl Conn {
             if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
                 continue;
             }
-            self.relayed = fields;
             let body = Body {
                 conn: Some(self),
                 framing,
@@ -251,7 +249,7 @@ impl Conn {
         }
         self.read_size = READ_CHUNK;
         // Fields never relayed (the client went away) let the head go.
-        self.relayed = RelayedFields::default();
+        self.relayed.clear();
         self
     }
 }
@@ -278,18 +276,23 @@ fn encode_head(head: &mut Vec<u8>, request: &Request<RequestBody>) {
 // === impl Body ===
 
 impl Body {
-    /// The response's end-to-end fields, taken to be written or moved into
-    /// its map (see [`RelayedFields`]); `None` once taken.
-    pub(crate) fn take_relayed(&mut self) -> Option<RelayedFields> {
-        let conn = self.conn.as_mut()?;
-        let relayed = std::mem::take(&mut conn.relayed);
-        (!relayed.is_empty()).then_some(relayed)
+    /// The response's end-to-end fields, to be written or moved into its
+    /// map (see [`RelayedFields`]); `None` once the body let its
+    /// connection go.
+    pub(crate) fn relayed_mut(&mut self) -> Option<&mut RelayedFields> {
+        self.conn.as_mut().map(|conn| &mut conn.relayed)
     }
 
-    /// Removes the relayed fields named `name`: the proxy sets its own.
-    pub(crate) fn remove_relayed(&mut self, name: &http::HeaderName) {
-        if let Some(conn) = self.conn.as_mut() {
-            conn.relayed.remove(name);
+    /// See [`RelayedFields::set`]; given back once the body let its
+    /// connection go.
+    pub(crate) fn set_relayed(
+        &mut self,
+        name: http::HeaderName,
+        value: http::HeaderValue,
+    ) -> Option<(http::HeaderName, http::HeaderValue)> {
+        match self.conn.as_mut() {
+            Some(conn) => conn.relayed.set(name, value),
+            None => Some((name, value)),
         }
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use http::header::UPGRADE;
+use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use switchyard_config::spec::Protocol;
@@ -36,17 +37,23 @@ impl Received {
 
     /// The end-to-end fields of an in-task response's head, not yet in its
     /// map (see [`RelayedFields`]); `None` for hyper's, which has them there.
-    pub(crate) fn take_relayed(&mut self) -> Option<RelayedFields> {
+    pub(crate) fn relayed_mut(&mut self) -> Option<&mut RelayedFields> {
         match self {
             Self::Hyper(_) => None,
-            Self::InTask(body) => body.take_relayed(),
+            Self::InTask(body) => body.relayed_mut(),
         }
     }
 
-    /// Removes the fields named `name` from those not yet in the map.
-    pub(crate) fn remove_relayed(&mut self, name: &http::HeaderName) {
-        if let Self::InTask(body) = self {
-            body.remove_relayed(name);
+    /// Sets `name` among the fields not yet in the map (see
+    /// [`RelayedFields::set`]); given back when they cannot hold it.
+    pub(crate) fn set_relayed(
+        &mut self,
+        name: HeaderName,
+        value: HeaderValue,
+    ) -> Option<(HeaderName, HeaderValue)> {
+        match self {
+            Self::Hyper(_) => Some((name, value)),
+            Self::InTask(body) => body.set_relayed(name, value),
         }
     }
 

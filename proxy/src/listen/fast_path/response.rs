@@ -14,11 +14,24 @@ use http::{Response, StatusCode};
 use http_body::{Body, Frame};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use crate::listen::connection::TrackedBody;
 use crate::upstream::RelayedFields;
 
 /// Data frames at least this large are written from their own buffer
 /// rather than copied behind the head.
 const WRITE_DIRECT: usize = 16 * 1024;
+
+/// A body that may carry the fields of its response's head (see
+/// [`RelayedFields`]): borrowed from it to be written, not moved.
+pub(crate) trait Relaying {
+    fn relayed_mut(&mut self) -> Option<&mut RelayedFields>;
+}
+
+impl Relaying for TrackedBody {
+    fn relayed_mut(&mut self) -> Option<&mut RelayedFields> {
+        TrackedBody::relayed_mut(self)
+    }
+}
 
 /// How the body is delimited on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,21 +42,20 @@ enum Framing {
     Chunked,
 }
 
-/// Writes `response`, with the `relayed` fields of its upstream's head
-/// before those of its map; `Ok(true)` when the connection may carry
+/// Writes `response`, with the fields its body relays from its upstream's
+/// head before those of its map; `Ok(true)` when the connection may carry
 /// another request after it. A body that fails, or ends short of its length, cuts
 /// the connection (`Ok(false)`): the client sees an incomplete response,
 /// as it would from hyper.
 pub(super) async fn write_response<W, B>(
     io: &mut W,
     response: Response<B>,
-    relayed: Option<RelayedFields>,
     head_request: bool,
     closing: bool,
 ) -> io::Result<bool>
 where
     W: AsyncWrite + Unpin,
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes> + Relaying + Unpin,
     B::Error: std::fmt::Display,
 {
     let (parts, mut body) = response.into_parts();
@@ -65,6 +77,7 @@ where
     };
     // Relayed fields never include `Connection` (it is hop by hop).
     let says_close = crate::headers::connection_has(&parts.headers, "close");
+    let relayed = body.relayed_mut();
     let keep_alive = !closing && !says_close;
     let mut out = Vec::with_capacity(512);
     let reason = parts
@@ -76,14 +89,17 @@ where
         Fields {
             status,
             reason,
-            relayed: relayed.as_ref(),
+            relayed: relayed.as_deref(),
             headers: &parts.headers,
         },
         framing,
         closing && !says_close,
     );
+    drop(parts);
     // The relayed fields hold the upstream connection's read buffer.
-    drop((parts, relayed));
+    if let Some(relayed) = relayed {
+        relayed.clear();
+    }
     if framing == Framing::Bodiless {
         io.write_all(&out).await?;
         io.flush().await?;
@@ -243,6 +259,10 @@ fn encode_head(out: &mut Vec<u8>, fields: Fields<'_>, framing: Framing, announce
             has_date |= name.eq_ignore_ascii_case(b"date");
             !keep_length && name.eq_ignore_ascii_case(b"content-length")
         });
+        // The request id and the backend's name: never framing or a date.
+        for (name, value) in relayed.set_fields() {
+            append_field(out, name.as_str().as_bytes(), value.as_bytes());
+        }
     }
     for (name, value) in headers {
         if *name == header::TRANSFER_ENCODING || (*name == header::CONTENT_LENGTH && !keep_length) {
@@ -369,6 +389,12 @@ mod tests {
         assert!(no_content.contains("\r\nconnection: close\r\n"));
     }
 
+    impl<S> Relaying for http_body_util::StreamBody<S> {
+        fn relayed_mut(&mut self) -> Option<&mut RelayedFields> {
+            None
+        }
+    }
+
     /// A socket that takes every write whole and remembers each one.
     #[derive(Default)]
     struct Recorder {
@@ -405,7 +431,7 @@ mod tests {
         });
         let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
         let mut socket = Recorder::default();
-        let keep_alive = write_response(&mut socket, Response::new(body), None, false, false)
+        let keep_alive = write_response(&mut socket, Response::new(body), false, false)
             .await
             .unwrap();
         assert!(keep_alive);

@@ -10,13 +10,12 @@ use super::fields::{Field, RelayedFields};
 use super::{ExchangeError, Framing, MAX_HEAD_BYTES, MAX_HEADERS};
 
 /// A response head as the proxy relays it: the status and version (the
-/// response's map stays empty), the end-to-end fields, how the body is
-/// delimited, and whether the connection can serve another request after
-/// it.
+/// response's map stays empty: the end-to-end fields are relayed from the
+/// head's bytes), how the body is delimited, and whether the connection
+/// can serve another request after it.
 #[derive(Debug)]
 pub(super) struct Head {
     pub(super) response: Response<()>,
-    pub(super) fields: RelayedFields,
     pub(super) framing: Framing,
     pub(super) keep_alive: bool,
 }
@@ -57,20 +56,24 @@ struct Parsed<'a> {
     roles: &'a [Role],
 }
 
-/// Parses a complete response head at the start of `buf` and consumes it;
+/// Parses a complete response head at the start of `buf` and consumes it,
+/// its end-to-end fields into `relayed` (what it held before is let go);
 /// `Ok(None)` when more bytes are needed. The framing and connection
 /// headers are read while the head is parsed and left out of the relayed
 /// fields, as is every other hop-by-hop header.
 pub(super) fn parse_head(
     buf: &mut BytesMut,
     head_request: bool,
+    relayed: &mut RelayedFields,
 ) -> Result<Option<Head>, ExchangeError> {
     // Where each header lies in `buf`, so the head can be split off and
-    // relayed as it is. A Vec sized to the headers found: a fixed array for
-    // the most would be zeroed (3 KB) on every response; the roles, a byte
-    // each, are.
+    // relayed as it is: in the connection's Vec, whose room is kept from
+    // one response to the next (a fixed array for the most would be zeroed,
+    // 3 KB, on every response; the roles, a byte each, are).
     let mut roles = [Role::Relayed; MAX_HEADERS];
-    let (length, code, version, mut fields) = {
+    relayed.clear();
+    let (length, code, version) = {
+        let fields = &mut relayed.fields;
         let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut response = httparse::Response::new(&mut []);
         let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -89,25 +92,25 @@ pub(super) fn parse_head(
             }
         };
         let base = buf.as_ptr() as usize;
-        let fields: Vec<Field> = response
-            .headers
-            .iter()
-            .zip(&mut roles)
-            .map(|(h, role_of_h)| {
-                *role_of_h = role(h.name.as_bytes());
-                let name = h.name.as_ptr() as usize - base;
-                let value = h.value.as_ptr() as usize - base;
-                Field {
-                    name: name..name + h.name.len(),
-                    value: value..value + h.value.len(),
-                }
-            })
-            .collect();
+        fields.extend(
+            response
+                .headers
+                .iter()
+                .zip(&mut roles)
+                .map(|(h, role_of_h)| {
+                    *role_of_h = role(h.name.as_bytes());
+                    let name = h.name.as_ptr() as usize - base;
+                    let value = h.value.as_ptr() as usize - base;
+                    Field {
+                        name: name..name + h.name.len(),
+                        value: value..value + h.value.len(),
+                    }
+                }),
+        );
         (
             length,
             response.code.unwrap_or(0),
             response.version.unwrap_or(1),
-            fields,
         )
     };
     let status = StatusCode::from_u16(code)
@@ -118,26 +121,27 @@ pub(super) fn parse_head(
         Version::HTTP_11
     };
     let head = buf.split_to(length).freeze();
+    let fields = &mut relayed.fields;
     let parsed = Parsed {
         head: &head,
-        fields: &fields,
+        fields,
         roles: &roles[..fields.len()],
     };
     let connection = connection_tokens(&parsed);
     let (framing, keep_alive) = framing(&parsed, status, version, head_request, &connection)
         .map_err(ExchangeError::Failed)?;
-    let relayed = relayed_fields(&parsed, &connection);
+    let kept = relayed_fields(&parsed, &connection);
     let mut index = 0;
     fields.retain(|_| {
         index += 1;
-        relayed[index - 1]
+        kept[index - 1]
     });
+    relayed.head = head;
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = version;
     Ok(Some(Head {
         response,
-        fields: RelayedFields::new(head, fields),
         framing,
         keep_alive,
     }))

@@ -3,19 +3,25 @@ use http::{HeaderMap, Version};
 use super::chunked::{Chunked, Decoded};
 use super::*;
 
-/// The relayed fields of `head`, as text.
-fn fields_of(head: &Head) -> Vec<(&str, &str)> {
+/// Relayed fields, as text.
+fn fields_of(relayed: &RelayedFields) -> Vec<(&str, &str)> {
     let text = |bytes| std::str::from_utf8(bytes).unwrap();
-    head.fields
+    relayed
         .iter()
         .map(|(name, value)| (text(name), text(value)))
         .collect()
 }
 
-fn head(bytes: &[u8], head_request: bool) -> Head {
+/// Parses a response head to a GET, its relayed fields let go.
+fn parse(buf: &mut BytesMut) -> Result<Option<Head>, ExchangeError> {
+    parse_head(buf, false, &mut RelayedFields::default())
+}
+
+fn head(bytes: &[u8], head_request: bool) -> (Head, RelayedFields) {
     let mut buf = BytesMut::from(bytes);
-    match parse_head(&mut buf, head_request) {
-        Ok(Some(head)) => head,
+    let mut relayed = RelayedFields::default();
+    match parse_head(&mut buf, head_request, &mut relayed) {
+        Ok(Some(head)) => (head, relayed),
         Ok(None) => panic!("incomplete head"),
         Err(ExchangeError::Failed(reason) | ExchangeError::Unanswered(reason)) => {
             panic!("{reason}")
@@ -66,14 +72,18 @@ fn the_request_head_is_origin_form_with_the_headers_as_given() {
 fn a_head_is_parsed_once_complete_and_its_bytes_consumed() {
     let wire = b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nX-A: 1\r\nx-a: 2\r\n\r\nok";
     let mut buf = BytesMut::from(&wire[..20]);
-    assert!(matches!(parse_head(&mut buf, false), Ok(None)));
+    assert!(matches!(parse(&mut buf), Ok(None)));
     let mut buf = BytesMut::from(&wire[..]);
-    let head = parse_head(&mut buf, false).ok().flatten().unwrap();
+    let mut relayed = RelayedFields::default();
+    let head = parse_head(&mut buf, false, &mut relayed)
+        .ok()
+        .flatten()
+        .unwrap();
     assert_eq!(head.response.status(), StatusCode::CREATED);
     assert_eq!(head.response.version(), Version::HTTP_11);
     assert!(head.response.headers().is_empty(), "the fields are relayed");
     assert_eq!(
-        fields_of(&head),
+        fields_of(&relayed),
         [("Content-Length", "2"), ("X-A", "1"), ("x-a", "2")]
     );
     assert_eq!(&buf[..], b"ok", "the body stays in the buffer");
@@ -95,7 +105,7 @@ fn a_malformed_head_is_refused() {
     ] {
         let mut buf = BytesMut::from(wire);
         assert!(
-            matches!(parse_head(&mut buf, false), Err(ExchangeError::Failed(_))),
+            matches!(parse(&mut buf), Err(ExchangeError::Failed(_))),
             "{:?}",
             String::from_utf8_lossy(wire)
         );
@@ -105,7 +115,7 @@ fn a_malformed_head_is_refused() {
 #[test]
 fn framing_follows_rfc_9112() {
     let case = |wire: &[u8], head_request: bool| {
-        let head = head(wire, head_request);
+        let (head, _) = head(wire, head_request);
         (format!("{:?}", head.framing), head.keep_alive)
     };
     let chunked = || format!("{:?}", Framing::Chunked(Chunked::default()));
@@ -174,7 +184,7 @@ fn framing_follows_rfc_9112() {
     ] {
         let mut buf = BytesMut::from(bad);
         assert!(
-            matches!(parse_head(&mut buf, false), Err(ExchangeError::Failed(_))),
+            matches!(parse(&mut buf), Err(ExchangeError::Failed(_))),
             "{}",
             String::from_utf8_lossy(bad)
         );
@@ -183,25 +193,25 @@ fn framing_follows_rfc_9112() {
 
 #[test]
 fn hop_by_hop_headers_are_left_out_of_the_relayed_head() {
-    let relayed = head(
+    let (relayed, fields) = head(
         b"HTTP/1.1 200 OK\r\nX-Secret: 1\r\nConnection: keep-alive, X-Secret\r\n\
           Keep-Alive: timeout=5\r\nProxy-Connection: x\r\nTrailer: x-sum\r\n\
           Upgrade: h2c\r\nTE: trailers\r\nX-Kept: 2\r\nContent-Length: 3\r\n\r\n",
         false,
     );
     assert_eq!(
-        fields_of(&relayed),
+        fields_of(&fields),
         [("X-Kept", "2"), ("Content-Length", "3")]
     );
     assert_eq!(format!("{:?}", relayed.framing), "Length(3)");
     assert!(relayed.keep_alive);
 
-    let suspect = head(
+    let (_, suspect) = head(
         b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
         false,
     );
     assert!(
-        suspect.fields.is_empty(),
+        suspect.iter().next().is_none(),
         "no Content-Length is passed on beside Transfer-Encoding: {:?}",
         fields_of(&suspect)
     );
@@ -238,4 +248,33 @@ fn broken_chunks_are_errors() {
             String::from_utf8_lossy(wire)
         );
     }
+}
+
+#[test]
+fn a_connections_relayed_fields_are_those_of_its_last_head() {
+    let mut buf = BytesMut::from(
+        &b"HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nContent-Length: 0\r\n\r\n\
+           HTTP/1.1 204 No Content\r\nC: 3\r\n\r\n"[..],
+    );
+    let mut relayed = RelayedFields::default();
+    assert!(matches!(
+        parse_head(&mut buf, false, &mut relayed),
+        Ok(Some(_))
+    ));
+    assert_eq!(
+        fields_of(&relayed),
+        [("A", "1"), ("B", "2"), ("Content-Length", "0")]
+    );
+    let id = http::HeaderName::from_static("x-request-id");
+    assert!(
+        relayed
+            .set(id, http::HeaderValue::from_static("ours"))
+            .is_none()
+    );
+    assert!(matches!(
+        parse_head(&mut buf, false, &mut relayed),
+        Ok(Some(_))
+    ));
+    assert_eq!(fields_of(&relayed), [("C", "3")]);
+    assert!(relayed.set_fields().next().is_none());
 }
