@@ -132,11 +132,16 @@ impl ProxyBody {
     /// [`RelayedFields`]) it is kept with them, and the response's map, in
     /// which it would often be the only field, is never allocated.
     pub(crate) fn set_header(response: &mut Response<Self>, name: HeaderName, value: HeaderValue) {
-        // A name already in the map stays there, so it is never in both.
+        // A name already in the map is set there (no caller puts one there
+        // first), so it is never in both; the backend's go either way.
         let in_map = crate::headers::has(response.headers(), &name);
-        let unplaced = match response.body_mut() {
-            Self::Upstream(body) if !in_map => body.inner.set_relayed(name, value),
-            _ => Some((name, value)),
+        let unplaced = match response.body_mut().relayed_mut() {
+            Some(relayed) if !in_map => relayed.set(name, value),
+            Some(relayed) => {
+                relayed.remove(&name);
+                Some((name, value))
+            }
+            None => Some((name, value)),
         };
         if let Some((name, value)) = unplaced {
             response.headers_mut().insert(name, value);

@@ -283,19 +283,6 @@ impl Body {
         self.conn.as_mut().map(|conn| &mut conn.relayed)
     }
 
-    /// See [`RelayedFields::set`]; given back once the body let its
-    /// connection go.
-    pub(crate) fn set_relayed(
-        &mut self,
-        name: http::HeaderName,
-        value: http::HeaderValue,
-    ) -> Option<(http::HeaderName, http::HeaderValue)> {
-        match self.conn.as_mut() {
-            Some(conn) => conn.relayed.set(name, value),
-            None => Some((name, value)),
-        }
-    }
-
     /// The connection, if the body was read to its end and the connection
     /// can serve another request.
     pub(crate) fn take_reusable(&mut self) -> Option<Box<Conn>> {

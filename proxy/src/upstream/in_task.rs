@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use http::header::UPGRADE;
-use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use switchyard_config::spec::Protocol;
@@ -41,19 +40,6 @@ impl Received {
         match self {
             Self::Hyper(_) => None,
             Self::InTask(body) => body.relayed_mut(),
-        }
-    }
-
-    /// Sets `name` among the fields not yet in the map (see
-    /// [`RelayedFields::set`]); given back when they cannot hold it.
-    pub(crate) fn set_relayed(
-        &mut self,
-        name: HeaderName,
-        value: HeaderValue,
-    ) -> Option<(HeaderName, HeaderValue)> {
-        match self {
-            Self::Hyper(_) => Some((name, value)),
-            Self::InTask(body) => body.set_relayed(name, value),
         }
     }
 

@@ -125,7 +125,7 @@ impl RelayedFields {
     }
 
     /// Removes every field of the backend's named `name`.
-    fn remove(&mut self, name: &HeaderName) {
+    pub(crate) fn remove(&mut self, name: &HeaderName) {
         let head = &self.head;
         let name = name.as_str().as_bytes();
         let named = |field: &Field| head[field.name.clone()].eq_ignore_ascii_case(name);
