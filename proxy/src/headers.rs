@@ -50,6 +50,15 @@ pub(crate) fn is_hop_by_hop_name(name: &[u8]) -> bool {
         .any(|known| known.as_bytes().eq_ignore_ascii_case(name))
 }
 
+/// Appends one HTTP/1.1 field line, `name: value` and CRLF: the request
+/// heads the in-task client writes and the responses the fast path writes.
+pub(crate) fn append_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Whether the request asks for a protocol upgrade (WebSocket and others).
 pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
     has(headers, &header::UPGRADE) && connection_has(headers, "upgrade")

@@ -261,7 +261,7 @@ fn encode_head(out: &mut Vec<u8>, fields: Fields<'_>, framing: Framing, announce
         });
         // The request id and the backend's name: never framing or a date.
         for (name, value) in relayed.set_fields() {
-            append_field(out, name.as_str().as_bytes(), value.as_bytes());
+            crate::headers::append_field(out, name.as_str().as_bytes(), value.as_bytes());
         }
     }
     for (name, value) in headers {
@@ -269,7 +269,7 @@ fn encode_head(out: &mut Vec<u8>, fields: Fields<'_>, framing: Framing, announce
             continue;
         }
         has_date |= *name == header::DATE;
-        append_field(out, name.as_str().as_bytes(), value.as_bytes());
+        crate::headers::append_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     match framing {
         Framing::Bodiless => {}
@@ -288,13 +288,6 @@ fn encode_head(out: &mut Vec<u8>, fields: Fields<'_>, framing: Framing, announce
     if announce_close {
         out.extend_from_slice(b"connection: close\r\n");
     }
-    out.extend_from_slice(b"\r\n");
-}
-
-fn append_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 

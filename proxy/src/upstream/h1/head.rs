@@ -234,8 +234,7 @@ fn framing(
         }
         return Ok((Framing::Ended, keep_alive));
     }
-    let values = |role: Role| values(parsed, role);
-    if let Some(last) = values(Role::TransferEncoding).next_back() {
+    if let Some(last) = values(parsed, Role::TransferEncoding).next_back() {
         // Chunked must be the last coding; anything else runs to the close.
         // With a Content-Length beside it the message is suspect: read it
         // as chunked, then close (section 6.3, point 3).
@@ -243,7 +242,7 @@ fn framing(
             .rsplit(|&b| b == b',')
             .next()
             .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        if !chunked || values(Role::ContentLength).next().is_some() {
+        if !chunked || values(parsed, Role::ContentLength).next().is_some() {
             keep_alive = false;
         }
         if chunked {
@@ -252,7 +251,7 @@ fn framing(
         return Ok((Framing::UntilClose, false));
     }
     let mut length = None;
-    for value in values(Role::ContentLength) {
+    for value in values(parsed, Role::ContentLength) {
         // A list of equal values is one length (section 6.3, point 5).
         for part in value.split(|&b| b == b',') {
             let parsed = parse_decimal(part.trim_ascii())
