@@ -22,44 +22,8 @@ for tool in valgrind callgrind_control callgrind_annotate h2load nginx curl pyth
 done
 [ -x "$bin" ] || { echo "$bin not found: cargo build --release -p switchyard-proxy" >&2; exit 1; }
 
-dir=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-
-read -r blue green proxy admin < <(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(4)]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in socks])')
-
-cat > "$dir/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/nginx.err;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  server { listen 127.0.0.1:$blue; keepalive_requests 1000000; location / { return 200 "ok"; } }
-  server { listen 127.0.0.1:$green; keepalive_requests 1000000; location / { return 200 "ok"; } }
-}
-EOF
-cat > "$dir/table.yaml" <<EOF
-backends:
-  blue: { endpoints: ["127.0.0.1:$blue"] }
-  green: { endpoints: ["127.0.0.1:$green"] }
-routes:
-  - name: all
-    rules:
-      - split: { weights: { blue: 50, green: 50 } }
-EOF
-nginx -c "$dir/nginx.conf" >/dev/null 2>&1 </dev/null &
-pids+=($!)
+# shellcheck source=benches/nginx-backends.sh
+source "$(dirname "$0")/nginx-backends.sh"
 
 # count NAME LABEL "PROXY_FLAGS" H2LOAD_FLAGS...: the instructions of
 # REQUESTS requests sent with those h2load flags, in a fresh proxy (run with
@@ -75,12 +39,7 @@ count() {
     --workers 1 $proxy_flags >/dev/null 2>"$dir/proxy.$name.log" &
   local pid=$!
   pids+=("$pid")
-  local ready=""
-  for _ in $(seq 300); do
-    if curl -sf "127.0.0.1:$admin/ready" >/dev/null; then ready=1; break; fi
-    sleep 0.2
-  done
-  [ -n "$ready" ] || { echo "the proxy under callgrind did not become ready" >&2; exit 1; }
+  wait_ready "$pid" || exit 1
   h2load "$@" -n 2000 "http://127.0.0.1:$proxy/" >/dev/null
   callgrind_control -z "$pid" >/dev/null 2>&1
   local succeeded

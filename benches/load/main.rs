@@ -52,6 +52,8 @@ struct Options {
     duration: Duration,
     connections: usize,
     proxy_bin: PathBuf,
+    /// A second proxy binary measured beside `proxy_bin` (`--baseline-bin`).
+    baseline_bin: Option<PathBuf>,
 }
 
 /// Starts a proxy listening on the given address.
@@ -73,6 +75,9 @@ fn main() -> anyhow::Result<()> {
         "{} not found: build it with `cargo build --release -p switchyard-proxy`",
         options.proxy_bin.display()
     );
+    if let Some(baseline) = &options.baseline_bin {
+        anyhow::ensure!(baseline.exists(), "{} not found", baseline.display());
+    }
     if !pinned_to_cpu0() {
         eprintln!(
             "warning: run under `taskset -c 0` so wrk and the backends stay off the proxy's CPU"
@@ -112,16 +117,36 @@ fn main() -> anyhow::Result<()> {
         swaps: false,
     }];
     std::fs::write(dir.join("token"), swap::TOKEN)?;
-    let variants: [(&'static str, bool, &'static [&'static str]); 5] = [
-        ("switchyard", false, &[]),
-        ("switchyard+swaps", true, &[]),
-        ("switchyard-metrics", false, &["--no-request-metrics"]),
-        ("switchyard+accesslog", false, &["--access-log"]),
+    let mut variants: Vec<(&'static str, &PathBuf, bool, &'static [&'static str])> = vec![
+        ("switchyard", &options.proxy_bin, false, &[]),
+        ("switchyard+swaps", &options.proxy_bin, true, &[]),
+        (
+            "switchyard-metrics",
+            &options.proxy_bin,
+            false,
+            &["--no-request-metrics"],
+        ),
+        (
+            "switchyard+accesslog",
+            &options.proxy_bin,
+            false,
+            &["--access-log"],
+        ),
         // Every protection that can be turned off, off: what they cost.
-        ("switchyard-protections", false, UNPROTECTED),
+        (
+            "switchyard-protections",
+            &options.proxy_bin,
+            false,
+            UNPROTECTED,
+        ),
     ];
-    for (name, swaps, extra) in variants {
-        let bin = options.proxy_bin.clone();
+    if let Some(baseline) = &options.baseline_bin {
+        // Another build of the proxy (say, without PGO) beside the first,
+        // with the same flags, in the same rounds.
+        variants.push(("switchyard-baseline", baseline, false, &[]));
+    }
+    for (name, bin, swaps, extra) in variants {
+        let bin = bin.clone();
         let (table, token) = (dir.join("table.yaml"), dir.join("token"));
         targets.push(Target {
             name,
@@ -208,7 +233,12 @@ fn main() -> anyhow::Result<()> {
     // h2c, latency at a fixed rate and memory, in interleaved rounds too.
     let extended_targets: Vec<&Target> = targets
         .iter()
-        .filter(|t| matches!(t.name, "direct" | "switchyard" | "nginx" | "haproxy"))
+        .filter(|t| {
+            matches!(
+                t.name,
+                "direct" | "switchyard" | "switchyard-baseline" | "nginx" | "haproxy"
+            )
+        })
         .collect();
     let mut extended_runs: Vec<(&str, Vec<ExtendedRun>)> = extended_targets
         .iter()
@@ -429,7 +459,7 @@ fn options_line(o: &Options) -> String {
     )
 }
 
-const USAGE: &str = "usage: taskset -c 0 switchyard-load [--rounds N (5)] [--duration SECONDS (10)] [--connections N (64)] [--proxy-bin PATH (target/release/switchyard-proxy)] [--quick (1 round of 5 s)]";
+const USAGE: &str = "usage: taskset -c 0 switchyard-load [--rounds N (5)] [--duration SECONDS (10)] [--connections N (64)] [--proxy-bin PATH (target/release/switchyard-proxy)] [--baseline-bin PATH (another build, measured beside it as switchyard-baseline)] [--quick (1 round of 5 s)]";
 
 /// A flag's whole-number value, or an error that names the flag.
 fn number<T: std::str::FromStr>(flag: &str, text: &str) -> anyhow::Result<T> {
@@ -444,6 +474,7 @@ fn parse_args() -> anyhow::Result<Options> {
         connections: 64,
         proxy_bin: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("target/release/switchyard-proxy"),
+        baseline_bin: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -458,6 +489,7 @@ fn parse_args() -> anyhow::Result<Options> {
             }
             "--connections" => options.connections = number(&flag, &value("a count")?)?,
             "--proxy-bin" => options.proxy_bin = PathBuf::from(value("a path")?),
+            "--baseline-bin" => options.baseline_bin = Some(PathBuf::from(value("a path")?)),
             "--quick" => {
                 options.rounds = 1;
                 options.duration = Duration::from_secs(5);
