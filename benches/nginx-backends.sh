@@ -3,9 +3,10 @@
 # free 127.0.0.1 ports answering "ok" to every GET (blue and green over
 # HTTP/1.1, multiplexed over h2c with prior knowledge), a 50/50 table for
 # blue and green, and free ports for the proxy and its admin listener.
-# Sets dir (a temporary directory), blue, green, multiplexed, proxy, admin
-# and pids; on exit every process in pids is stopped by its PID and dir is
-# removed. The caller adds its own processes to pids.
+# Sets dir (a temporary directory), blue, green, multiplexed, proxy, admin,
+# spare (one more free port, for a caller's second listener) and pids; on
+# exit every process in pids is stopped by its PID and dir is removed. The
+# caller adds its own processes to pids.
 
 dir=$(mktemp -d)
 pids=()
@@ -24,8 +25,8 @@ socks = [socket.socket() for _ in range(int(sys.argv[1]))]
 for s in socks: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in socks])' "$1"
 }
-# shellcheck disable=SC2034 # proxy and multiplexed are the callers'
-read -r blue green multiplexed proxy admin < <(free_ports 5)
+# shellcheck disable=SC2034 # proxy, multiplexed and spare are the callers'
+read -r blue green multiplexed proxy admin spare < <(free_ports 6)
 
 cat > "$dir/nginx.conf" <<EOF
 worker_processes 1;

@@ -451,11 +451,18 @@ fn admin_of(listen: &str) -> String {
 }
 
 fn options_line(o: &Options) -> String {
+    // Which build is which, so that a run's output describes itself.
+    let baseline = o
+        .baseline_bin
+        .as_ref()
+        .map(|path| format!(", switchyard-baseline {}", path.display()))
+        .unwrap_or_default();
     format!(
-        "{} rounds of {}s, wrk -t1 -c{}, proxies pinned to CPU 1, wrk and backends to CPU 0",
+        "{} rounds of {}s, wrk -t1 -c{}, proxies pinned to CPU 1, wrk and backends to CPU 0; switchyard {}{baseline}",
         o.rounds,
         o.duration.as_secs(),
-        o.connections
+        o.connections,
+        o.proxy_bin.display()
     )
 }
 
