@@ -3,8 +3,9 @@
 # build instrumented to count where its code runs; a training run of that
 # build proxying real traffic to nginx backends (HTTP/1.1 and h2c, over
 # TLS too, an HTTP/2 backend, header rules, cohorts, the access log); a
-# release build that lays out and inlines its code by those counts. The hot path then fits the instruction
-# cache better: see README.md, "Profile-guided build", for what it bought.
+# release build that lays out and inlines its code by those counts. The
+# hot path then fits the instruction cache better: see README.md,
+# "Profile-guided build", for what it bought.
 #
 #   apt-get install -y nginx nghttp2-client curl python3 openssl llvm-NN
 #   benches/pgo.sh    # -> target/pgo/release/switchyard-proxy
