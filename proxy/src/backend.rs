@@ -18,8 +18,8 @@ use crate::upstream_tls::UpstreamTls;
 
 mod drain;
 
-pub(crate) use drain::Drain;
 pub use drain::DrainStatus;
+pub(crate) use drain::{Drain, TunnelGuard};
 
 /// One backend (a version of a service) and its endpoints.
 #[derive(Debug)]

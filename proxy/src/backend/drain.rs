@@ -187,9 +187,15 @@ impl Backend {
         tunnels.push(tunnel);
     }
 
-    pub(crate) fn tunnel_opened(&self) -> TunnelGuard<'_> {
+    /// Counts a tunnel as open until the guard drops. Taken before the
+    /// tunnel's task is spawned, not in it: a shutdown that finds no open
+    /// tunnel closes the tracked ones at once, so a tunnel whose task had
+    /// not run yet would lose its grace period.
+    pub(crate) fn tunnel_opened(self: &Arc<Self>) -> TunnelGuard {
         self.drain.open_tunnels.fetch_add(1, Ordering::Relaxed);
-        TunnelGuard { backend: self }
+        TunnelGuard {
+            backend: self.clone(),
+        }
     }
 
     /// Open tunnels on this backend.
@@ -312,11 +318,11 @@ impl Backend {
 
 /// Counts a tunnel as open while it lives.
 #[derive(Debug)]
-pub(crate) struct TunnelGuard<'a> {
-    backend: &'a Backend,
+pub(crate) struct TunnelGuard {
+    backend: Arc<Backend>,
 }
 
-impl Drop for TunnelGuard<'_> {
+impl Drop for TunnelGuard {
     fn drop(&mut self) {
         self.backend
             .drain
@@ -329,5 +335,25 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match mutex.lock() {
         Ok(guard) => guard,
         Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_config::spec::Protocol;
+
+    #[test]
+    fn a_tunnel_counts_as_open_from_its_guard_until_the_guard_drops() {
+        let backend = Arc::new(Backend::new("green".to_owned(), Protocol::Http1, None));
+        // Counted as soon as the guard exists, before a task that will hold
+        // it is spawned, let alone run: the count a shutdown checks.
+        let first = backend.tunnel_opened();
+        let second = backend.tunnel_opened();
+        assert_eq!(backend.open_tunnels(), 2);
+        drop(first);
+        assert_eq!(backend.open_tunnels(), 1);
+        drop(second);
+        assert_eq!(backend.open_tunnels(), 0);
     }
 }

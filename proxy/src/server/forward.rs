@@ -192,7 +192,7 @@ impl Proxy {
                 client_upgrade,
                 upstream_upgrade,
                 lease,
-                backend.clone(),
+                backend.tunnel_opened(),
             ));
             backend.track_tunnel(task.abort_handle());
             let (parts, _) = response.into_parts();

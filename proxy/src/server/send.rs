@@ -10,7 +10,7 @@ use hyper_util::rt::TokioIo;
 
 use super::Proxy;
 use super::replay::Replay;
-use crate::backend::Backend;
+use crate::backend::{Backend, TunnelGuard};
 use crate::body::RequestBody;
 use crate::error::ProxyError;
 use crate::upstream::{ConnectPolicy, Endpoint, Lease, Received, SendError};
@@ -129,15 +129,16 @@ pub(super) fn upstream_failed(backend: &Backend, endpoint: &str, reason: String)
 }
 
 /// Copies bytes both ways once both sides have switched protocols. The
-/// lease keeps the tunnel counted as in flight on its backend.
+/// lease keeps the tunnel counted as in flight on its backend, the guard
+/// as an open tunnel.
 pub(super) async fn tunnel(
     client: OnUpgrade,
     upstream: OnUpgrade,
     lease: Lease,
-    backend: Arc<Backend>,
+    open: TunnelGuard,
 ) {
     let _in_flight = lease;
-    let _open = backend.tunnel_opened();
+    let _open = open;
     match tokio::try_join!(client, upstream) {
         Ok((client, upstream)) => {
             let mut client = TokioIo::new(client);
