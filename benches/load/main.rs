@@ -18,6 +18,7 @@ mod backend;
 mod extended;
 mod extended_summary;
 mod measure;
+mod options;
 mod process;
 mod swap;
 
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 use extended_summary::ExtendedRun;
 use measure::{Run, Summary};
+use options::{Options, options_line, parse_args};
 use process::{free_port_triple, pinned, pinned_to_cpu0, stop, tempdir, wait_ready, which};
 
 /// Flags turning off every hardening limit and timer of the proxy.
@@ -46,15 +48,6 @@ const UNPROTECTED: &[&str] = &[
     "--encoded-slashes",
     "keep",
 ];
-
-struct Options {
-    rounds: usize,
-    duration: Duration,
-    connections: usize,
-    proxy_bin: PathBuf,
-    /// A second proxy binary measured beside `proxy_bin` (`--baseline-bin`).
-    baseline_bin: Option<PathBuf>,
-}
 
 /// Starts a proxy listening on the given address.
 type Starter = Box<dyn Fn(&str) -> std::io::Result<Child>>;
@@ -448,69 +441,4 @@ fn admin_of(listen: &str) -> String {
         "{host}:{}",
         port.parse::<u16>().unwrap_or(0).wrapping_add(1)
     )
-}
-
-fn options_line(o: &Options) -> String {
-    // Which build is which, so that a run's output describes itself.
-    let baseline = o
-        .baseline_bin
-        .as_ref()
-        .map(|path| format!(", switchyard-baseline {}", path.display()))
-        .unwrap_or_default();
-    format!(
-        "{} rounds of {}s, wrk -t1 -c{}, proxies pinned to CPU 1, wrk and backends to CPU 0; switchyard {}{baseline}",
-        o.rounds,
-        o.duration.as_secs(),
-        o.connections,
-        o.proxy_bin.display()
-    )
-}
-
-const USAGE: &str = "usage: taskset -c 0 switchyard-load [--rounds N (5)] [--duration SECONDS (10)] [--connections N (64)] [--proxy-bin PATH (target/release/switchyard-proxy)] [--baseline-bin PATH (another build, measured beside it as switchyard-baseline)] [--quick (1 round of 5 s)]";
-
-/// A flag's whole-number value, or an error that names the flag.
-fn number<T: std::str::FromStr>(flag: &str, text: &str) -> anyhow::Result<T> {
-    text.parse()
-        .map_err(|_| anyhow::anyhow!("{flag} takes a whole number, not {text:?}"))
-}
-
-fn parse_args() -> anyhow::Result<Options> {
-    let mut options = Options {
-        rounds: 5,
-        duration: Duration::from_secs(10),
-        connections: 64,
-        proxy_bin: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("target/release/switchyard-proxy"),
-        baseline_bin: None,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let mut value = |what: &str| {
-            args.next()
-                .ok_or_else(|| anyhow::anyhow!("{flag} needs {what}\n{USAGE}"))
-        };
-        match flag.as_str() {
-            "--rounds" => options.rounds = number(&flag, &value("a count")?)?,
-            "--duration" => {
-                options.duration = Duration::from_secs(number(&flag, &value("seconds")?)?);
-            }
-            "--connections" => options.connections = number(&flag, &value("a count")?)?,
-            "--proxy-bin" => options.proxy_bin = PathBuf::from(value("a path")?),
-            "--baseline-bin" => options.baseline_bin = Some(PathBuf::from(value("a path")?)),
-            "--quick" => {
-                options.rounds = 1;
-                options.duration = Duration::from_secs(5);
-            }
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => anyhow::bail!("unknown flag {other}\n{USAGE}"),
-        }
-    }
-    anyhow::ensure!(
-        options.rounds > 0 && options.connections > 0,
-        "--rounds and --connections must be at least 1"
-    );
-    Ok(options)
 }
